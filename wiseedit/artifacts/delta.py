@@ -1,0 +1,209 @@
+"""The delta directory: what a method learned from its edits, saved apart from the base model.
+
+Layout (``format_version`` 1), written as a whole by :func:`save_delta` through
+:func:`~wiseedit.artifacts.atomic.atomic_directory`:
+
+- ``wiseedit_config.json``: format version, method and its saved config (``method_state``), edited
+  module, base model name/revision/fingerprint, seed, number of edits, library versions, ``created`` and
+  ``updated`` (ISO UTC); pretty-printed, sorted keys, trailing newline.
+- ``delta.safetensors``: every tensor of the method state, on CPU and contiguous; metadata
+  ``format``, ``wiseedit_format_version``, ``method`` (strings). Always written, also with no tensors
+  (an empty safetensors file is valid and keeps every delta the same shape).
+- ``edits.jsonl``: the audit log, one line per applied edit in order: the edit's native JSON form plus
+  ``seq`` (1-based) and ``applied`` (the UTC time of the save that added it). Appending keeps earlier
+  lines byte for byte.
+
+Loading never unpickles: tensors are read with ``safetensors.torch.load_file`` onto the CPU (callers
+move them), and a folder holding only ``.bin``/``.pt`` files is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from wiseedit.artifacts.atomic import atomic_directory, atomic_write_text
+from wiseedit.artifacts.reading import (
+    CONFIG_FILE,
+    EDITS_FILE,
+    FORMAT_VERSION,
+    TENSORS_FILE,
+    read_config,
+    read_edits,
+    read_tensors,
+    short_hash,
+)
+from wiseedit.errors import BadInputError
+from wiseedit.methods.base import MethodState
+
+
+@dataclass
+class Delta:
+    """A loaded (or just saved) delta directory. `config` is ``wiseedit_config.json``; `state` the
+    method's saved form (tensors on CPU); `edits_log` the parsed lines of ``edits.jsonl``."""
+
+    path: Path
+    config: dict
+    state: MethodState
+    edits_log: list[dict]
+    edits_text: str | None = field(default=None, repr=False, compare=False)  # edits.jsonl verbatim
+
+    @property
+    def method(self) -> str:
+        """The editing method's registry name."""
+        return self.config["method"]
+
+    @property
+    def num_edits(self) -> int:
+        """How many edits the delta holds."""
+        return int(self.config["num_edits"])
+
+    @property
+    def base_fingerprint(self) -> str:
+        """``sha256:...`` of the base weights the delta was made on."""
+        return self.config["base_fingerprint"]
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _cpu_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached, contiguous CPU copies safetensors accepts (tensors sharing storage are cloned)."""
+    out, seen = {}, set()
+    for name, tensor in tensors.items():
+        if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"method state tensors must map str to Tensor, got {name!r}")
+        tensor = tensor.detach().to("cpu").contiguous()
+        ptr = tensor.untyped_storage().data_ptr()
+        if ptr in seen and tensor.numel():
+            tensor = tensor.clone()
+        seen.add(tensor.untyped_storage().data_ptr())
+        out[name] = tensor
+    return out
+
+
+def _edit_lines(new_edits: list[dict], first_seq: int, applied: str) -> str:
+    lines = []
+    for offset, edit in enumerate(new_edits):
+        entry = {**edit, "seq": first_seq + offset, "applied": applied}
+        lines.append(json.dumps(entry, ensure_ascii=False) + "\n")
+    return "".join(lines)
+
+
+def _previous_log(previous: Delta | None) -> tuple[str, list[dict]]:
+    if previous is None:
+        return "", []
+    if previous.edits_text is not None:
+        return previous.edits_text, list(previous.edits_log)
+    return "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in previous.edits_log), list(
+        previous.edits_log
+    )
+
+
+def _check_previous(previous: Delta, method: str, base_fingerprint: str) -> None:
+    if previous.method != method:
+        raise BadInputError(
+            f"cannot add {method} edits to delta {previous.path}, which was made with {previous.method}"
+        )
+    if previous.base_fingerprint != base_fingerprint:
+        raise BadInputError(
+            f"cannot add edits to delta {previous.path}: it was made on base weights "
+            f"{short_hash(previous.base_fingerprint)}, not {short_hash(base_fingerprint)}"
+        )
+
+
+def save_delta(
+    path: Path,
+    *,
+    method: str,
+    state: MethodState,
+    edited_module: str | None,
+    base_name: str,
+    base_revision: str | None,
+    base_fingerprint: str,
+    seed: int | None,
+    new_edits: list[dict],
+    previous: Delta | None = None,
+    overwrite: bool = False,
+) -> Delta:
+    """Write the whole delta directory at `path` atomically and return it as :func:`load_delta` would.
+
+    `state` is the method's complete state after `new_edits` (their native JSON forms, see
+    ``EditRecord.to_json``) were applied on top of `previous` (the delta they continue, or None). The
+    edits log is `previous`'s, verbatim, plus one line per new edit; ``created`` is kept from
+    `previous`. An existing `path` is replaced only if `overwrite` or it is `previous`'s own directory
+    (appending in place); otherwise BadInputError("<path> already exists").
+    """
+    path = Path(path)
+    if previous is not None:
+        _check_previous(previous, method, base_fingerprint)
+        overwrite = overwrite or path.resolve() == Path(previous.path).resolve()
+    now = _utc_now()
+    old_text, log = _previous_log(previous)
+    new_text = _edit_lines(new_edits, len(log) + 1, now)
+    edits_text = old_text + new_text
+    log += [json.loads(line) for line in new_text.split("\n")[:-1]]
+    config = {
+        "format_version": FORMAT_VERSION,
+        "method": method,
+        "method_state": state.config,
+        "edited_module": edited_module,
+        "base_model_name_or_path": base_name,
+        "base_revision": base_revision,
+        "base_fingerprint": base_fingerprint,
+        "seed": seed,
+        "num_edits": len(log),
+        "versions": {p: _version(p) for p in ("wiseedit", "torch", "transformers", "safetensors")},
+        "created": previous.config.get("created", now) if previous is not None else now,
+        "updated": now,
+    }
+    config_text = json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    tensors = _cpu_tensors(state.tensors)
+    tensor_meta = {"format": "pt", "wiseedit_format_version": str(FORMAT_VERSION), "method": method}
+    with atomic_directory(path, overwrite=overwrite) as tmp:
+        save_file(tensors, str(tmp / TENSORS_FILE), metadata=tensor_meta)
+        atomic_write_text(tmp / EDITS_FILE, edits_text)
+        atomic_write_text(tmp / CONFIG_FILE, config_text)
+    saved = json.loads(config_text)  # exactly what a reload gives (tuples become lists, ...)
+    return Delta(path, saved, MethodState(saved["method_state"], tensors), log, edits_text)
+
+
+def load_delta(path: Path) -> Delta:
+    """Read and validate the delta directory at `path`; tensors stay on CPU.
+
+    Every problem (missing directory or file, bad JSON, missing keys, a format_version newer than this
+    wiseedit reads, an unreadable or pickle-only tensor file, an inconsistent edits log) raises
+    BadInputError with one sentence naming the file.
+    """
+    path = Path(path)
+    config = read_config(path)
+    tensors = read_tensors(path, config["method"])
+    edits_text, log = read_edits(path, config["num_edits"])
+    return Delta(path, config, MethodState(config["method_state"], tensors), log, edits_text)
+
+
+def check_base(delta: Delta, fingerprint: str, base_name: str) -> None:
+    """Refuse (BadInputError) to use `delta` on a model whose weights' `fingerprint` differs from the
+    base the delta was made on; `base_name` names the loaded model in the message."""
+    if fingerprint == delta.base_fingerprint:
+        return
+    made_on = delta.config.get("base_model_name_or_path")
+    raise BadInputError(
+        f"delta {delta.path} was made on base {made_on} ({short_hash(delta.base_fingerprint)}) "
+        f"but the weights of the loaded model {base_name} differ ({short_hash(fingerprint)}); "
+        "load it on the base it was made for"
+    )

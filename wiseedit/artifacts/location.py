@@ -1,0 +1,43 @@
+"""Where a delta goes when the user gives no ``--out``."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+SUFFIX = ".wiseedit"
+
+
+def sanitise_name(name: str) -> str:
+    """A model name as one safe folder name: ``org/model`` -> ``org--model`` (as the Hugging Face cache
+    does), other characters outside ``[A-Za-z0-9._-]`` -> ``_``, no leading dots."""
+    name = name.strip().strip("/\\").replace("/", "--").replace("\\", "--")
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")
+    return name or "model"
+
+
+def _in_hub_cache(folder: Path) -> bool:
+    """True for ``.../models--org--name/snapshots/<commit>``: a cache folder, not the user's own."""
+    return folder.parent.name == "snapshots" and folder.parent.parent.name.startswith("models--")
+
+
+def default_delta_dir(base_path: Path | None, builtin: bool, base_name: str, cwd: Path) -> Path:
+    """The default delta directory for a base model.
+
+    Rule: when the base is a local checkpoint folder (`base_path`, not a `builtin` model shipped with
+    wiseedit, not a Hugging Face cache snapshot) whose parent folder is writable, the delta is its
+    sibling ``<base folder name>.wiseedit`` (``/models/llama`` -> ``/models/llama.wiseedit``), so it
+    travels with the checkpoint. Otherwise (a hub id, a builtin model, a read-only location) it is
+    ``cwd / "<sanitised name>.wiseedit"``, where the name is the local folder's name if there is one,
+    else `base_name` made filesystem-safe (``meta-llama/Llama-2-7b-hf`` ->
+    ``meta-llama--Llama-2-7b-hf.wiseedit``).
+    """
+    cwd = Path(cwd)
+    if base_path is not None and not builtin:
+        folder = Path(base_path).expanduser().absolute()
+        if folder.is_dir() and not _in_hub_cache(folder):
+            if os.access(folder.parent, os.W_OK | os.X_OK):
+                return folder.parent / (folder.name + SUFFIX)
+            return cwd / (sanitise_name(folder.name) + SUFFIX)
+    return cwd / (sanitise_name(base_name) + SUFFIX)

@@ -1,0 +1,1 @@
+"""The real-data evaluation suites, gzip-compressed; see PROVENANCE.md and wiseedit.evaluation.suites."""

@@ -1,0 +1,36 @@
+"""The errors wiseedit raises on purpose, each mapped to the CLI exit code of conventions.md.
+
+Anything else that escapes is a bug or a runtime failure (exit 3 in the CLI, traceback with --debug).
+"""
+
+from __future__ import annotations
+
+
+class WiseEditError(Exception):
+    """An expected failure with a one-sentence message for the user."""
+
+    exit_code = 3
+
+
+class BadInputError(WiseEditError):
+    """Bad usage or bad input (edit file, model name, delta): exit 2, nothing written."""
+
+    exit_code = 2
+
+
+class InputProblems(BadInputError):
+    """Several located problems in one input file, each ``file:line: field: what is wrong``."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        super().__init__(problems[0] + more if problems else "invalid input")
+
+    def __str__(self) -> str:
+        return "\n".join(self.problems)
+
+
+class CheckFailed(WiseEditError):
+    """A check the user asked for did not pass (e.g. an eval below --fail-under): exit 1."""
+
+    exit_code = 1

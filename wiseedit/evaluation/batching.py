@@ -1,0 +1,128 @@
+"""Turning (prompt, answer) pairs into padded token batches for scoring and generation.
+
+Tokenisation rule (the one the WISE/EasyEdit evaluation uses, made robust):
+
+1. ``full = tokenizer(prompt + " " + answer)`` and ``head = tokenizer(prompt)``, both with the
+   tokenizer's special tokens (so BOS is prepended where the model expects it).
+2. If ``head`` is a prefix of ``full``, the prompt tokens are ``head`` and the answer tokens are
+   ``full[len(head):]``: the answer is tokenised in context, exactly as the model sees it.
+3. Otherwise (a tokenizer that appends EOS, or one whose merges cross the prompt/answer boundary),
+   the prompt tokens are ``head`` without its trailing special tokens and the answer tokens are
+   ``tokenizer(" " + answer, add_special_tokens=False)``, concatenated.
+
+Both rules give a prompt part that ends where the answer starts, so "logits at t-1 predict token t"
+scores exactly the answer tokens, and the same prompt tokens are used for teacher forcing and for
+generation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence, TypeVar
+
+import torch
+
+from wiseedit.errors import BadInputError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class EncodedPair:
+    """The token ids of one prompt and of its answer (see the module docstring for the rule)."""
+
+    prompt_ids: tuple[int, ...]
+    answer_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class PairBatch:
+    """Prompt+answer sequences, right-padded, for one teacher-forced forward pass."""
+
+    input_ids: torch.Tensor  # (B, T) long: prompt tokens, answer tokens, then padding
+    attention_mask: torch.Tensor  # (B, T) long: 1 on real tokens, 0 on padding
+    prompt_mask: torch.Tensor  # (B, T) bool: True on prompt tokens (what routing may look at)
+    answer_mask: torch.Tensor  # (B, T) bool: True on answer tokens (what is scored)
+    answer_spans: tuple[tuple[int, int], ...]  # per row, [start, end) positions of the answer
+
+    def to(self, device: torch.device | str) -> "PairBatch":
+        """The same batch with its tensors on `device`."""
+        return PairBatch(self.input_ids.to(device), self.attention_mask.to(device),
+                         self.prompt_mask.to(device), self.answer_mask.to(device), self.answer_spans)
+
+
+@dataclass(frozen=True)
+class PromptBatch:
+    """Prompts alone, left-padded so that every row ends at the last column (for ``generate``)."""
+
+    input_ids: torch.Tensor  # (B, P) long: padding, then prompt tokens
+    attention_mask: torch.Tensor  # (B, P) long: 1 on prompt tokens, 0 on padding
+
+    def to(self, device: torch.device | str) -> "PromptBatch":
+        """The same batch with its tensors on `device`."""
+        return PromptBatch(self.input_ids.to(device), self.attention_mask.to(device))
+
+
+def pad_token_id(tokenizer) -> int:
+    """The id used for padding: the tokenizer's pad token, else its EOS, else 0 (always masked out)."""
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+def encode_pair(tokenizer, prompt: str, answer: str) -> EncodedPair:
+    """Tokenise one (prompt, answer) pair by the rule of the module docstring."""
+    full = list(tokenizer(prompt + " " + answer)["input_ids"])
+    head = list(tokenizer(prompt)["input_ids"])
+    if full[: len(head)] == head and len(full) > len(head):
+        prompt_ids, answer_ids = head, full[len(head):]
+    else:
+        special = set(tokenizer.all_special_ids)
+        while head and head[-1] in special:
+            head.pop()
+        prompt_ids = head
+        answer_ids = list(tokenizer(" " + answer, add_special_tokens=False)["input_ids"])
+    if not prompt_ids:
+        raise BadInputError(f"the prompt {prompt!r} has no tokens, so its answer cannot be scored")
+    if not answer_ids:
+        raise BadInputError(f"the answer {answer!r} (to {prompt!r}) has no tokens to score")
+    return EncodedPair(tuple(prompt_ids), tuple(answer_ids))
+
+
+def right_padded(pairs: Sequence[EncodedPair], pad_id: int) -> PairBatch:
+    """Pack encoded pairs into one right-padded :class:`PairBatch`."""
+    width = max(len(p.prompt_ids) + len(p.answer_ids) for p in pairs)
+    input_ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)  # (B, T)
+    attention = torch.zeros((len(pairs), width), dtype=torch.long)  # (B, T)
+    prompt_mask = torch.zeros((len(pairs), width), dtype=torch.bool)  # (B, T)
+    answer_mask = torch.zeros((len(pairs), width), dtype=torch.bool)  # (B, T)
+    spans = []
+    for row, pair in enumerate(pairs):
+        start, end = len(pair.prompt_ids), len(pair.prompt_ids) + len(pair.answer_ids)
+        input_ids[row, :end] = torch.tensor(pair.prompt_ids + pair.answer_ids)
+        attention[row, :end] = 1
+        prompt_mask[row, :start] = True
+        answer_mask[row, start:end] = True
+        spans.append((start, end))
+    return PairBatch(input_ids, attention, prompt_mask, answer_mask, tuple(spans))
+
+
+def left_padded_prompts(pairs: Sequence[EncodedPair], pad_id: int) -> PromptBatch:
+    """Pack the prompts of encoded pairs into one left-padded :class:`PromptBatch`."""
+    width = max(len(p.prompt_ids) for p in pairs)
+    input_ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)  # (B, P)
+    attention = torch.zeros((len(pairs), width), dtype=torch.long)  # (B, P)
+    for row, pair in enumerate(pairs):
+        n = len(pair.prompt_ids)
+        input_ids[row, width - n:] = torch.tensor(pair.prompt_ids)
+        attention[row, width - n:] = 1
+    return PromptBatch(input_ids, attention)
+
+
+def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """Consecutive slices of `items` of at most `size` elements."""
+    if size < 1:
+        raise ValueError(f"batch size must be at least 1, got {size}")
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

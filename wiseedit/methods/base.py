@@ -1,0 +1,79 @@
+"""The interface every editing method implements, so the CLI, the evaluator and the artifact code
+treat WISE, RECIPE and the baselines alike.
+
+Life cycle: ``create`` attaches a fresh method to a loaded model; ``apply`` teaches it edits, one after
+another (the lifelong setting); ``state`` returns everything needed to continue later (a JSON-able dict
+and named tensors, written to a delta directory); ``restore`` rebuilds the attached method from a
+state on the same base model; ``detach`` gives the model its base behaviour back.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar, Iterator, Sequence
+
+import torch
+
+from wiseedit.edits.record import EditRecord
+
+#: Called after each edit with (number done, number in total).
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass
+class MethodState:
+    """A method's saved form: `config` is JSON-able (settings, counters, RNG state); `tensors` are
+    saved as safetensors (contiguous, on CPU is not required: the writer moves them)."""
+
+    config: dict
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class EditingMethod(ABC):
+    """A knowledge-editing method attached to one model and its tokenizer."""
+
+    name: ClassVar[str]
+
+    def __init__(self, model, tokenizer):
+        self.model = model
+        self.tokenizer = tokenizer
+        self._query_mask: torch.Tensor | None = None
+
+    @classmethod
+    @abstractmethod
+    def create(cls, model, tokenizer, options: dict | None = None) -> "EditingMethod":
+        """Attach a fresh method (no edits yet) to `model`; `options` override its defaults."""
+
+    @classmethod
+    @abstractmethod
+    def restore(cls, model, tokenizer, state: MethodState) -> "EditingMethod":
+        """Attach a method saved by :meth:`state` to `model` (the same base it was made on)."""
+
+    @abstractmethod
+    def apply(self, edits: Sequence[EditRecord], progress: ProgressFn | None = None) -> None:
+        """Teach the model `edits`, in order, on top of everything taught before."""
+
+    @abstractmethod
+    def state(self) -> MethodState:
+        """Everything needed to reload this method and to continue editing exactly where it is."""
+
+    @abstractmethod
+    def detach(self) -> None:
+        """Remove the method from the model, which then behaves exactly as the base model."""
+
+    def summary(self) -> dict:
+        """A short JSON-able description of what the method holds (shown by ``wiseedit load``)."""
+        return {"method": self.name}
+
+    @contextmanager
+    def query_tokens(self, mask: torch.Tensor) -> Iterator[None]:
+        """Within this block, methods that look at the input to decide (WISE's router, RECIPE's
+        retriever) look only at the tokens where `mask` (batch, seq) is true, e.g. the prompt part of a
+        teacher-forced prompt+answer input. Outside it they use every non-padding token."""
+        previous, self._query_mask = self._query_mask, mask
+        try:
+            yield
+        finally:
+            self._query_mask = previous

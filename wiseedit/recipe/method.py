@@ -1,0 +1,177 @@
+"""RECIPE as an :class:`~wiseedit.methods.base.EditingMethod`.
+
+Editing is one encoder pass per batch of knowledge statements and an append to the store; the LLM is
+never changed. At inference every forward pass (teacher-forced or ``generate``'s prefill) encodes each
+row's query tokens, retrieves the top-1 stored edit, and prefixes its prompt vectors when it beats the
+Knowledge Sentinel (see :mod:`wiseedit.recipe.prefix`).
+
+What is saved where: the trained networks belong to the meta-training checkpoint (one per base LLM,
+shared by every edit set); a delta holds the store only (``keys``, ``prompts``, the ids in its config)
+and names its checkpoint by absolute path and the sha256 of its weights, checked on restore. A moved
+checkpoint can be pointed to by editing ``checkpoint`` in the delta's saved method config.
+
+Options (``create``): ``checkpoint`` (required: a checkpoint folder or a training ``out_dir``),
+``index`` (``"exact"`` or ``"hnsw"``, see :mod:`wiseedit.recipe.store`), ``query_cache_size`` (query
+keys remembered per token sequence, so repeated prompts are encoded once).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from wiseedit.edits.record import EditRecord
+from wiseedit.errors import BadInputError
+from wiseedit.methods.base import EditingMethod, MethodState, ProgressFn
+from wiseedit.recipe.checkpoint import load_networks, weights_sha256
+from wiseedit.recipe.data import statement
+from wiseedit.recipe.networks import RecipeNetworks
+from wiseedit.recipe.prefix import PromptInjector
+from wiseedit.recipe.store import KnowledgeStore
+
+STATE_VERSION = 1
+_OPTIONS = {"checkpoint": None, "index": "exact", "query_cache_size": 4096}
+
+
+class RecipeMethod(EditingMethod):
+    """Retrieval-augmented continuous prompts over a frozen LLM."""
+
+    name = "recipe"
+
+    def __init__(self, model, tokenizer, networks: RecipeNetworks, checkpoint: Path, checkpoint_sha256: str,
+                 options: dict):
+        super().__init__(model, tokenizer)
+        self.networks = networks.eval()
+        self.checkpoint, self.checkpoint_sha256 = checkpoint, checkpoint_sha256
+        self.options = options
+        cfg = networks.config
+        self.store = KnowledgeStore(cfg.d_r, cfg.prompt_tokens, networks.d_llm, _device(model), options["index"])
+        with torch.no_grad():
+            self._sentinel = networks.sentinel_key().to(_device(model))  # (d_r,): fixed after training
+        self._query_cache: OrderedDict[tuple[int, ...], torch.Tensor] = OrderedDict()
+        self.injector = PromptInjector(model, self._retrieve, cfg.prompt_tokens, lambda: self._query_mask)
+        self.injector.attach()
+
+    # -- construction -------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, model, tokenizer, options: dict | None = None) -> "RecipeMethod":
+        options = _resolved_options(options)
+        if options["checkpoint"] is None:
+            raise BadInputError("RECIPE needs a meta-trained checkpoint for this model: give the option "
+                                "checkpoint=<folder> (made by wiseedit.recipe.train_recipe)")
+        networks, _, path = load_networks(options["checkpoint"], llm=model, device=_device(model))
+        options["checkpoint"] = str(path.resolve())
+        return cls(model, tokenizer, networks, path.resolve(), weights_sha256(path), options)
+
+    @classmethod
+    def restore(cls, model, tokenizer, state: MethodState) -> "RecipeMethod":
+        saved = state.config
+        if saved.get("version") != STATE_VERSION:
+            raise BadInputError(f"RECIPE state version {saved.get('version')} is not readable by this "
+                                f"wiseedit (version {STATE_VERSION})")
+        path = Path(saved["options"]["checkpoint"])
+        if not path.is_dir():
+            raise BadInputError(f"the RECIPE checkpoint {path} this delta was made with is missing")
+        sha = weights_sha256(path)
+        if sha != saved["checkpoint_sha256"]:
+            raise BadInputError(f"the RECIPE checkpoint {path} is not the one this delta was made with "
+                                f"(weights {sha[:19]}..., expected {saved['checkpoint_sha256'][:19]}...)")
+        networks, _, _ = load_networks(path, llm=model, device=_device(model))
+        method = cls(model, tokenizer, networks, path, sha, _resolved_options(saved["options"]))
+        method.store.load(saved["ids"], state.tensors)
+        return method
+
+    # -- editing ------------------------------------------------------------------------------------
+
+    def apply(self, edits: Sequence[EditRecord], progress: ProgressFn | None = None) -> None:
+        size = self.networks.config.encode_batch_size
+        for start in range(0, len(edits), size):
+            group = edits[start:start + size]
+            keys, prompts = self._encode(group)
+            self.store.add([e.id for e in group], keys, prompts)
+            if progress:
+                progress(start + len(group), len(edits))
+
+    def remove(self, ids: Sequence[str]) -> int:
+        """Forget the edits `ids` (their rows leave the store); returns how many were removed."""
+        return self.store.remove(ids)
+
+    def replace(self, edit: EditRecord) -> None:
+        """Re-teach the stored edit with ``edit.id`` as `edit` (its row keeps its place)."""
+        keys, prompts = self._encode([edit])
+        self.store.replace(edit.id, keys[0], prompts[0])
+
+    @torch.no_grad()
+    def _encode(self, edits: Sequence[EditRecord]) -> tuple[torch.Tensor, torch.Tensor]:
+        keys = self.networks.knowledge_keys([statement(e.prompt, e.target) for e in edits])  # (B, d_r)
+        return keys.float(), self.networks.prompts(keys).float()  # (B, d_r), (B, l, d_llm)
+
+    # -- inference ----------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _retrieve(self, input_ids: torch.Tensor, query_mask: torch.Tensor):
+        """Per row: the prompt (l, d) of the top-1 edit and whether it beat the sentinel."""
+        B = input_ids.shape[0]
+        cfg = self.networks.config
+        prompts = torch.zeros(B, cfg.prompt_tokens, self.networks.d_llm, device=self.store.keys.device)
+        hit = torch.zeros(B, dtype=torch.bool, device=self.store.keys.device)
+        tokens = [tuple(input_ids[r][query_mask[r]].tolist()) for r in range(B)]
+        present = [r for r in range(B) if tokens[r]]
+        if not len(self.store) or not present:
+            return prompts, hit
+        queries = self._query_keys([tokens[r] for r in present])  # (P, d_r)
+        scores, rows = self.store.search(queries)  # (P,), (P,)
+        sentinel = queries @ self._sentinel / cfg.d_r ** 0.5  # (P,)
+        chosen = torch.tensor(present, device=hit.device)
+        hit[chosen] = scores > sentinel  # strictly greater: a tie keeps the base model
+        prompts[chosen] = self.store.prompts[rows.clamp(min=0)]
+        return prompts, hit
+
+    def _query_keys(self, token_rows: list[tuple[int, ...]]) -> torch.Tensor:
+        """Query keys (P, d_r) of token sequences, through a bounded cache keyed by the tokens."""
+        missing = list(dict.fromkeys(t for t in token_rows if t not in self._query_cache))
+        if missing:
+            texts = [self.tokenizer.decode(list(t), skip_special_tokens=True) for t in missing]
+            keys = self.networks.query_keys(texts).float().to(self._sentinel.device)
+            for t, key in zip(missing, keys):
+                self._query_cache[t] = key
+        out = []
+        for t in token_rows:
+            self._query_cache.move_to_end(t)
+            out.append(self._query_cache[t])
+        while len(self._query_cache) > self.options["query_cache_size"]:
+            self._query_cache.popitem(last=False)
+        return torch.stack(out)
+
+    # -- saving -------------------------------------------------------------------------------------
+
+    def state(self) -> MethodState:
+        config = {"version": STATE_VERSION, "options": dict(self.options),
+                  "checkpoint_sha256": self.checkpoint_sha256, "ids": list(self.store.ids),
+                  "recipe_config": self.networks.config.to_dict()}
+        return MethodState(config=config, tensors=self.store.tensors())
+
+    def detach(self) -> None:
+        self.injector.detach()
+
+    def summary(self) -> dict:
+        cfg = self.networks.config
+        return {"method": self.name, "edits": len(self.store), "checkpoint": str(self.checkpoint),
+                "encoder": cfg.encoder, "d_r": cfg.d_r, "prompt_tokens": cfg.prompt_tokens,
+                "index": self.options["index"]}
+
+
+def _resolved_options(options: dict | None) -> dict:
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(_OPTIONS))
+    if unknown:
+        raise BadInputError(f"unknown RECIPE option(s): {', '.join(unknown)}; known: {', '.join(_OPTIONS)}")
+    return {**_OPTIONS, **options}
+
+
+def _device(model) -> torch.device:
+    return model.get_input_embeddings().weight.device

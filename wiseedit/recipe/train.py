@@ -1,0 +1,194 @@
+"""Meta-training RECIPE's networks against one frozen base LLM (recipe.md section 3).
+
+Each step takes B edits and sums, with weight 1 each: the InfoNCE retrieval loss, the two sentinel
+hinges (the other query without its own statement; the locality query) and the edit losses through the
+frozen LLM with each edit's own prompt prefixed (hinge NLL on the answer tokens of the reliability and
+paraphrase inputs, KL(no prompt || prompt) on the locality input).
+
+Determinism: the networks are initialised from ``seed``; the batch order of epoch e and the draws of
+step s (which query is "first", which paraphrase and probe, dropout) come from generators seeded with
+(seed, e) and (seed, s), so resuming from a checkpoint continues exactly as an uninterrupted run would.
+The caller's global RNG state is restored afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+from wiseedit.edits.record import EditRecord
+from wiseedit.errors import BadInputError
+from wiseedit.recipe.checkpoint import (
+    base_description,
+    check_base,
+    list_checkpoints,
+    llm_hidden_size,
+    load_networks,
+    load_training_state,
+    read_meta,
+    save_checkpoint,
+)
+from wiseedit.recipe.config import RecipeConfig
+from wiseedit.recipe.data import TrainItem, draw_batch, pair_batch, train_items
+from wiseedit.recipe.encoder import SentenceEncoder, load_encoder
+from wiseedit.recipe.losses import edit_nll, locality_kl, retrieval_losses
+from wiseedit.recipe.networks import RecipeNetworks
+from wiseedit.recipe.prefix import prompted_logits
+
+#: Called after each step with (steps done, steps in total, that step's losses).
+TrainProgressFn = Callable[[int, int, dict], None]
+
+LOG_FILE = "train_log.jsonl"
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_recipe` did: the networks (eval mode), the last checkpoint, the losses."""
+
+    networks: RecipeNetworks
+    checkpoint: Path
+    resumed_from: int  # step of the checkpoint training resumed from (0: fresh start)
+    history: list[dict] = field(default_factory=list)  # losses of the steps run in this call
+
+
+def train_recipe(llm, llm_tokenizer, encoder: str | tuple, train_edits: Sequence[EditRecord],
+                 config: RecipeConfig | None = None, out_dir: str | Path = "recipe-checkpoints",
+                 steps: int = 1000, seed: int = 0, progress: TrainProgressFn | None = None,
+                 resume: bool = True) -> TrainResult:
+    """Meta-train RECIPE for `llm` on `train_edits` until `steps` steps are done in total.
+
+    `encoder` is a name or folder for :func:`~wiseedit.recipe.encoder.load_encoder`, or a ``(model,
+    tokenizer)`` pair (e.g. a tiny encoder built from a config). Checkpoints go to `out_dir` every
+    ``config.checkpoint_every`` steps and at the end. With `resume`, training continues from the
+    newest checkpoint in `out_dir` (same config and base required).
+    """
+    config = config or RecipeConfig()
+    items = train_items(train_edits)
+    if len(items) < 2:
+        raise BadInputError("RECIPE's meta-training needs at least 2 train edits (the batch's other "
+                            "edits are the retrieval negatives)")
+    out_dir = Path(out_dir)
+    device = llm.get_input_embeddings().weight.device
+    base = base_description(llm)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), _frozen(llm):
+        torch.manual_seed(seed)
+        networks, start = _initial_networks(llm, encoder, config, out_dir, seed, resume, device)
+        optimizer = torch.optim.Adam(networks.parameters(), lr=config.lr)
+        if start:
+            load_training_state(list_checkpoints(out_dir)[-1], optimizer)
+        _truncate_log(out_dir / LOG_FILE, start)
+        networks.train()
+        history, last = [], None
+        for step in range(start, steps):
+            batch = _batch_items(items, config.batch_size, seed, step)
+            torch.manual_seed(_mix(seed, step, 1))  # dropout of this step
+            losses = _step_losses(networks, llm, llm_tokenizer, batch, config.margin,
+                                  torch.Generator().manual_seed(_mix(seed, step, 2)), device)
+            total = sum(losses.values())
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            record = {"step": step + 1, "loss": float(total), **{k: float(v) for k, v in losses.items()}}
+            history.append(record)
+            _append_log(out_dir / LOG_FILE, record)
+            if progress:
+                progress(step + 1, steps, record)
+            if (step + 1) % config.checkpoint_every == 0 or step + 1 == steps:
+                last = save_checkpoint(out_dir, networks, optimizer, step + 1, seed, base, record)
+        if last is None:  # nothing left to do: the newest checkpoint is the result
+            last = list_checkpoints(out_dir)[-1] if start else save_checkpoint(
+                out_dir, networks, optimizer, 0, seed, base)
+    return TrainResult(networks.eval(), last, start, history)
+
+
+def _initial_networks(llm, encoder, config: RecipeConfig, out_dir: Path, seed: int, resume: bool, device):
+    """Fresh networks (step 0), or those of the newest checkpoint in `out_dir` when resuming."""
+    found = list_checkpoints(out_dir) if resume else []
+    if found:
+        meta = read_meta(found[-1])
+        check_base(meta, llm, found[-1])
+        if meta["config"] != config.to_dict() or meta["seed"] != seed:
+            raise BadInputError(f"the checkpoint {found[-1]} was trained with another config or seed; "
+                                "resume with the same ones, or use another out_dir")
+        networks, _, _ = load_networks(found[-1], device=device)
+        return networks, int(meta["step"])
+    model, tokenizer = load_encoder(encoder) if isinstance(encoder, (str, Path)) else encoder
+    networks = RecipeNetworks(SentenceEncoder(model, tokenizer, config.max_text_tokens), config,
+                              llm_hidden_size(llm))
+    return networks.to(device), 0
+
+
+def _step_losses(networks: RecipeNetworks, llm, tokenizer, items: list[TrainItem], margin: float,
+                 generator: torch.Generator, device) -> dict[str, torch.Tensor]:
+    B = len(items)
+    batch = draw_batch(items, generator)
+    # one encoder pass for statements and the three queries: (4B, 4H)
+    pooled = networks.encoder(batch.statements + batch.prompts + batch.rephrases + batch.loc_prompts)
+    keys = networks.knowledge_head(pooled[:B])  # (B, d_r)
+    q_rel, q_gen, q_loc = networks.query_head(pooled[B:]).split(B)  # 3 x (B, d_r)
+    rel_first = (torch.rand(B, generator=generator) < 0.5).to(device)[:, None]  # which query is "first"
+    losses = retrieval_losses(torch.where(rel_first, q_rel, q_gen), torch.where(rel_first, q_gen, q_rel),
+                              q_loc, keys, networks.sentinel_key(), margin)
+
+    prompts = networks.prompts(keys)  # (B, l, d_llm)
+    # reliability, paraphrase and locality inputs in one LLM pass, each row with its edit's prompt
+    edit_inputs = pair_batch(tokenizer, batch.prompts + batch.rephrases + batch.loc_prompts,
+                             batch.targets * 2 + batch.loc_answers, device)
+    logits = prompted_logits(llm, edit_inputs.input_ids, edit_inputs.attention_mask,
+                             prompts.repeat(3, 1, 1))  # (3B, T, V)
+    losses["edit"] = edit_nll(logits[: 2 * B], edit_inputs.input_ids[: 2 * B],
+                              edit_inputs.answer_mask[: 2 * B], margin)
+    loc_ids, loc_mask = edit_inputs.input_ids[2 * B:], edit_inputs.attention_mask[2 * B:]
+    with torch.no_grad():
+        base_logits = llm(input_ids=loc_ids, attention_mask=loc_mask, use_cache=False).logits
+    losses["locality"] = locality_kl(base_logits, logits[2 * B:], loc_mask.bool())
+    return losses
+
+
+def _batch_items(items: Sequence[TrainItem], batch_size: int, seed: int, step: int) -> list[TrainItem]:
+    """The items of `step`: epoch-wise shuffles, each epoch's order drawn from (seed, epoch)."""
+    size = min(batch_size, len(items))
+    per_epoch = len(items) // size
+    epoch, slot = divmod(step, per_epoch)
+    order = torch.randperm(len(items), generator=torch.Generator().manual_seed(_mix(seed, epoch, 0)))
+    return [items[i] for i in order[slot * size: (slot + 1) * size].tolist()]
+
+
+def _mix(seed: int, counter: int, stream: int) -> int:
+    """A seed for (seed, counter, stream), distinct across streams and counters."""
+    return (seed * 1_000_003 + counter) * 4 + stream
+
+
+@contextmanager
+def _frozen(llm) -> Iterator[None]:
+    """The LLM in eval mode without parameter gradients; its flags are given back afterwards."""
+    flags = [(p, p.requires_grad) for p in llm.parameters()]
+    was_training = llm.training
+    llm.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        llm.train(was_training)
+
+
+def _append_log(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines past `step` (left by a run that stopped after its last checkpoint)."""
+    if not path.is_file():
+        return
+    lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in lines))
