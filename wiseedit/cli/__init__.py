@@ -1,0 +1,1 @@
+"""The ``wiseedit`` command line: :mod:`wiseedit.cli.app` builds it; one module per subcommand."""

@@ -6,9 +6,12 @@ Imports are lazy so that ``wiseedit --help`` does not import every method's depe
 from __future__ import annotations
 
 from importlib import import_module
+from typing import TYPE_CHECKING, Literal
 
 from wiseedit.errors import BadInputError
-from wiseedit.methods.base import EditingMethod
+
+if TYPE_CHECKING:  # importing the base class would import torch: the CLI reads the names without it
+    from wiseedit.methods.base import EditingMethod
 
 # name -> "module:Class"; a tuple, not a dict, so nothing can register into it at run time
 _METHODS: tuple[tuple[str, str], ...] = (
@@ -21,6 +24,9 @@ _METHODS: tuple[tuple[str, str], ...] = (
 )
 
 METHOD_NAMES: tuple[str, ...] = tuple(name for name, _ in _METHODS)
+
+#: The same names as a type, for typed signatures and the CLI's choices (kept equal to METHOD_NAMES).
+MethodName = Literal["wise", "wise-retrieve", "recipe", "grace", "ft-l", "none"]
 
 
 def method_class(name: str) -> type[EditingMethod]:

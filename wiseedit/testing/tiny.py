@@ -38,7 +38,7 @@ def tiny_tokenizer(vocab_size: int = 320) -> PreTrainedTokenizerFast:
     return train_tokenizer(_CORPUS * 4, vocab_size=vocab_size)
 
 
-def tiny_config(arch: str, vocab_size: int, layers: int = 6, hidden: int = 64):
+def tiny_config(arch: str, vocab_size: int, layers: int = 6, hidden: int = 64, ffn_mult: int = 4):
     """The config of a tiny model of `arch` (one of :data:`TINY_ARCHITECTURES`)."""
     # initializer_range 0.2, not HF's 0.02: at width 32 the default gives logits within about +-0.6
     # after the final norm, a model that cannot prefer any token; trained models are far from that.
@@ -46,7 +46,7 @@ def tiny_config(arch: str, vocab_size: int, layers: int = 6, hidden: int = 64):
                   initializer_range=0.2)
     if arch in ("llama", "mistral", "qwen2"):
         cls = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config}[arch]
-        return cls(hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
+        return cls(hidden_size=hidden, intermediate_size=ffn_mult * hidden, num_hidden_layers=layers,
                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                    tie_word_embeddings=False, **common)
     if arch == "gpt2":

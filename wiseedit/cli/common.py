@@ -1,0 +1,141 @@
+"""What every subcommand shares: the common options, ``--option key=value`` parsing, and the one place
+where errors become messages and exit codes.
+
+Nothing here imports torch or transformers: ``wiseedit --help`` must stay instant. Commands import the
+library inside their bodies.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import traceback
+from typing import Annotated, Any, Callable, Literal, Optional, TypeVar
+
+import typer
+from typer.exceptions import TyperException
+
+from wiseedit.errors import BadInputError, InputProblems, WiseEditError
+
+#: Same values as :data:`wiseedit.models.DType` (that module imports torch; a test keeps them equal).
+DTypeChoice = Literal["auto", "float32", "bfloat16", "float16"]
+
+EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
+
+MODEL_PANEL = "Model"
+OUTPUT_PANEL = "Output"
+METHOD_PANEL = "Method"
+
+# -- options shared by the subcommands (each command declares them, so each --help lists them) ---------
+
+ModelOpt = Annotated[Optional[str], typer.Option(
+    "--model", "-m", metavar="MODEL", rich_help_panel=MODEL_PANEL,
+    help="Base model: a local folder, an alias ([bold]world[/bold], llama2, mistral, ...) or a Hugging Face "
+         "id in the local cache. Default when a delta is given: the base the delta records.")]
+DeviceOpt = Annotated[str, typer.Option(
+    "--device", metavar="DEVICE", rich_help_panel=MODEL_PANEL,
+    help="auto (a GPU if there is one), cpu, cuda or cuda:N.")]
+DTypeOpt = Annotated[DTypeChoice, typer.Option(
+    "--dtype", metavar="DTYPE", rich_help_panel=MODEL_PANEL,
+    help="auto, float32, bfloat16 or float16; auto is the checkpoint's dtype on GPU, float32 on CPU.")]
+JsonOpt = Annotated[bool, typer.Option(
+    "--json", rich_help_panel=OUTPUT_PANEL,
+    help="Print one JSON document on stdout; progress, logs and tables go to stderr.")]
+DebugOpt = Annotated[bool, typer.Option(
+    "--debug", rich_help_panel=OUTPUT_PANEL, help="Show the Python traceback of an error.")]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def reports_errors(command: F) -> F:
+    """Run `command`, turning failures into one message on stderr and the exit code of conventions.md.
+
+    WiseEditError: ``error: <message>`` (one line per problem of an InputProblems) and its exit code
+    (2 bad input, 1 failed check, 3 otherwise); anything else: one ``internal error`` line and exit 3;
+    Ctrl-C: exit 130. With ``--debug`` (the command's `debug` argument) the traceback comes first.
+    Typer's own exits and usage errors (exit 2) pass through untouched.
+    """
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        debug = bool(kwargs.get("debug", False))
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort, TyperException):
+            raise
+        except WiseEditError as error:
+            _report(debug, _lines(error), error.exit_code)
+        except KeyboardInterrupt:
+            _report(debug, ["error: interrupted"], EXIT_INTERRUPTED)
+        except Exception as error:  # a bug or a runtime failure (out of memory, ...): no traceback by default
+            what = f"{type(error).__name__}: {_first_line(error)}"
+            hint = "" if debug else " (run with --debug for the traceback)"
+            _report(debug, [f"internal error: {what}{hint}"], EXIT_INTERNAL)
+
+    return run  # type: ignore[return-value]
+
+
+def _lines(error: WiseEditError) -> list[str]:
+    problems = error.problems if isinstance(error, InputProblems) else str(error).splitlines() or [""]
+    return [f"error: {problem}" for problem in problems]
+
+
+def _report(debug: bool, lines: list[str], code: int):
+    if debug:
+        traceback.print_exc(file=sys.stderr)
+    # plain writes, not rich: messages hold brackets and paths that must come out verbatim, unwrapped
+    sys.stderr.write("".join(line + "\n" for line in lines))
+    sys.stderr.flush()
+    raise typer.Exit(code)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else "(no message)"
+
+
+# -- --option key=value -------------------------------------------------------------------------------
+
+
+def parse_options(pairs: list[str] | None) -> dict:
+    """``["n_iter=30", "merge_algorithm=ties"]`` -> ``{"n_iter": 30, "merge_algorithm": "ties"}``.
+
+    Values are read as JSON when they parse (30, 0.5, true, null, [1, 2]; also True/False/None),
+    else kept as strings. Which keys exist is the method's business: it refuses unknown ones.
+    """
+    options: dict = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise BadInputError(f"--option expects KEY=VALUE (e.g. --option n_iter=30), got {pair!r}")
+        if key in options:
+            raise BadInputError(f"--option {key} is given twice")
+        options[key] = coerce(value.strip())
+    return options
+
+
+def coerce(text: str) -> Any:
+    """A command-line value as JSON if it parses, with Python spellings of the constants, else the text."""
+    python = {"True": True, "False": False, "None": None}
+    if text in python:
+        return python[text]
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def with_flags(options: dict, **flags: Any) -> dict:
+    """`options` plus the dedicated flags that were given (--layer, --module, --seed), refusing to take
+    the same setting from both."""
+    out = dict(options)
+    for key, value in flags.items():
+        if value is None:
+            continue
+        if key in out:
+            raise BadInputError(f"--{key} and --option {key}=... both set {key}: keep one")
+        out[key] = value
+    return out

@@ -1,0 +1,111 @@
+"""How results reach the user: human output (tables, progress, notes) on stderr through rich, and the
+single ``--json`` document on stdout, so that ``wiseedit ... --json | jq`` always gets clean JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+TABLE_ROWS = 50  # longer runs print this many rows of the before/after table; --json has them all
+OK, FAIL = "[green]✓[/green]", "[red]✗[/red]"
+
+
+def stderr_console() -> Console:
+    """The console for everything that is not the JSON document (created per command, never global)."""
+    return Console(stderr=True, highlight=False)
+
+
+def print_json(document: Any) -> None:
+    """The one machine-readable document of a command, on stdout."""
+    sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def note(console: Console):
+    """A log function for the library's ``log=`` argument: dim one-line notes on stderr."""
+
+    def log(message: str) -> None:
+        console.print(f"[dim]{escape(message)}[/dim]")
+
+    return log
+
+
+class EditProgress:
+    """A rich progress bar (description, bar, M/N, elapsed, ETA) fed by a method's progress callback.
+
+    Use as a context manager and pass the instance as ``progress=``; the bar appears at the first call
+    (the library calls it with 0 just before the first edit), so nothing is drawn while the model
+    loads or when the run fails before editing.
+    """
+
+    def __init__(self, console: Console, description: str = "editing"):
+        self.description = description
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                 console=console)
+        self.task = None
+
+    def __enter__(self) -> "EditProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.task is not None:
+            self.progress.stop()
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.task is None:
+            self.progress.start()
+            self.task = self.progress.add_task(self.description, total=total)
+        self.progress.update(self.task, completed=done, total=total)
+
+
+def edit_table(results: list[dict], limit: int = TABLE_ROWS) -> Table:
+    """Before -> after, one row per edit (`results` as in ``EditResult.to_json()["results"]``)."""
+    table = Table(title="before → after", title_justify="left")
+    for column in ("id", "prompt", "target", "before", "after"):
+        table.add_column(column, overflow="fold")
+    table.add_column("", justify="center")
+    for row in results[:limit]:
+        table.add_row(*(escape(str(row[k])) for k in ("id", "prompt", "target", "before", "after")),
+                      OK if row["recalled"] else FAIL)
+    if len(results) > limit:
+        table.caption = f"first {limit} of {len(results)} edits; --json lists them all"
+    return table
+
+
+def facts_table(facts: list[tuple[str, Any]], title: str | None = None) -> Table:
+    """A two-column key/value table (what a delta holds, what a model is); values that are rich
+    renderables (e.g. a ``Text`` with colour) are shown as they are, everything else verbatim."""
+    table = Table(show_header=False, title=title, title_justify="left", box=None, padding=(0, 2, 0, 0))
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for key, value in facts:
+        table.add_row(key, value if isinstance(value, Text) else escape(str(value)))
+    return table
+
+
+def generations_table(rows: list[dict], compare: bool) -> Table:
+    """Prompt and greedy output, with the base model's beside it when comparing."""
+    table = Table(title="greedy continuations", title_justify="left")
+    table.add_column("prompt", overflow="fold")
+    table.add_column("edited" if compare else "output", overflow="fold")
+    if compare:
+        table.add_column("base", overflow="fold")
+    for row in rows:
+        cells = [row["prompt"], row["output"]] + ([row["base_output"]] if compare else [])
+        table.add_row(*(escape(c) for c in cells))
+    return table

@@ -1,0 +1,118 @@
+"""A base model with a saved delta attached: what :func:`wiseedit.load_edited` returns.
+
+The editing method hooks into the model's own forward, so ``edited.model.generate(...)`` (or any
+forward call) already gives the edited behaviour; the method object stays reachable as
+``edited.model.wiseedit`` for ``summary()`` and ``detach()``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from wiseedit.artifacts import Delta, check_base, load_delta, short_hash
+from wiseedit.errors import BadInputError
+from wiseedit.generation import complete
+from wiseedit.methods.base import EditingMethod
+from wiseedit.methods.registry import method_class
+from wiseedit.models import DType, LoadedModel, ModelSource, load_base
+
+#: Receives one-line progress notes ("loading model ...") for the user; the CLI prints them to stderr.
+LogFn = Callable[[str], None]
+
+
+@dataclass
+class EditedModel:
+    """A loaded base model, its tokenizer and, when a delta was given, the method restored from it."""
+
+    base: LoadedModel
+    method: EditingMethod | None = None
+    delta: Delta | None = None
+
+    @property
+    def model(self):
+        """The Hugging Face model (edited when a method is attached)."""
+        return self.base.model
+
+    @property
+    def tokenizer(self):
+        return self.base.tokenizer
+
+    def generate(self, prompts: list[str], max_new_tokens: int = 20) -> list[str]:
+        """Greedy continuations of `prompts` by the model as it is now (edited if a method is attached)."""
+        return complete(self.model, self.tokenizer, prompts, max_new_tokens, method=self.method)
+
+    def generate_base(self, prompts: list[str], max_new_tokens: int = 20) -> list[str]:
+        """Greedy continuations by the unedited base: the method is detached for the call, then
+        restored from the delta, so the edited model is back afterwards."""
+        if self.method is None:
+            return self.generate(prompts, max_new_tokens)
+        self.method.detach()
+        self.model.wiseedit = None
+        try:
+            return complete(self.model, self.tokenizer, prompts, max_new_tokens)
+        finally:
+            self.method = attach(self.base, self.delta)
+
+    def describe(self) -> dict:
+        """JSON-able facts about the model and the delta (what ``wiseedit load`` prints)."""
+        info = {"model": self.base.source.name, "model_path": str(self.base.source.path),
+                "base_fingerprint": self.base.fingerprint}
+        if self.delta is None:
+            return info | {"delta": None}
+        config = self.delta.config
+        return info | {
+            "delta": str(self.delta.path), "method": self.delta.method, "edits": self.delta.num_edits,
+            "edited_module": config.get("edited_module"),
+            "made_on": config.get("base_model_name_or_path"),
+            "base_check": "ok",  # a mismatch never gets this far: attaching refuses it
+            "created": config.get("created"), "updated": config.get("updated"),
+            "summary": self.method.summary() if self.method is not None else {},
+        }
+
+
+def base_name(source: ModelSource) -> str:
+    """The name a delta records as ``base_model_name_or_path``: the hub id for hub models, the alias
+    for built-in ones, else the absolute folder (a relative one would break from another directory)."""
+    if source.hub_id is not None:
+        return source.hub_id
+    if source.builtin:
+        return source.name.partition("@")[0]
+    return str(source.path)
+
+
+def attach(base: LoadedModel, delta: Delta) -> EditingMethod:
+    """Restore `delta`'s method onto `base` after checking it was made on these weights, and expose it
+    as ``base.model.wiseedit``."""
+    check_base(delta, base.fingerprint, base.source.name)
+    method = method_class(delta.method).restore(base.model, base.tokenizer, delta.state)
+    base.model.wiseedit = method
+    return method
+
+
+def load_edited(model: str | None, delta: str | Path | Delta | None = None, *, device: str = "auto",
+                dtype: DType = "auto", log: LogFn | None = None) -> EditedModel:
+    """Load base `model` and attach `delta` (a delta directory, or one already loaded) when given.
+
+    `model` may be None when `delta` is given: the base the delta records is loaded. The delta is read
+    and validated before the model is loaded, and refused (BadInputError) on a base whose weights
+    differ from the one it was made on.
+    """
+    saved = delta if isinstance(delta, Delta) or delta is None else load_delta(Path(delta))
+    name = model if model is not None else _recorded_base(saved)
+    if log:
+        log(f"loading model {name}")
+    base = load_base(name, device=device, dtype=dtype)
+    if saved is None:
+        return EditedModel(base)
+    if log:
+        log(f"attaching {saved.method} delta {saved.path} ({saved.num_edits} edits, base "
+            f"{short_hash(base.fingerprint)})")
+    return EditedModel(base, attach(base, saved), saved)
+
+
+def _recorded_base(delta: Delta | None) -> str:
+    if delta is None:
+        raise BadInputError("no model given: pass --model (a folder, an alias or a Hugging Face id)")
+    return delta.config["base_model_name_or_path"]

@@ -1,0 +1,61 @@
+"""The training batch of one WISE optimisation: every edit under every context template, plus the
+irrelevant rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from wiseedit.edits.record import EditRecord
+from wiseedit.text import EncodedPairs, encode_pairs, special_token_mask
+
+
+@dataclass
+class EditBatch:
+    input_ids: torch.Tensor       # (B, T) right-padded; edit rows first, then irrelevant rows
+    attention_mask: torch.Tensor  # (B, T)
+    prompt_mask: torch.Tensor     # (B, T) the tokens the router looks at (the prompt of each row)
+    labels: torch.Tensor          # (B, T) target token ids at target positions, -100 elsewhere
+    num_edit_rows: int
+    prompts: list[str]            # the prompt text of each edit row
+
+    def to(self, device) -> "EditBatch":
+        return EditBatch(self.input_ids.to(device), self.attention_mask.to(device),
+                         self.prompt_mask.to(device), self.labels.to(device), self.num_edit_rows,
+                         self.prompts)
+
+
+def build_batch(tokenizer, edits: Sequence[EditRecord], templates: Sequence[str],
+                irrelevant: Sequence[str]) -> EditBatch:
+    """Rows ``template.format(prompt) + " " + target`` for each edit and template, then one row per
+    irrelevant text (no target).
+
+    The router is trained on the tokens it will see at inference: the edit prompt's own tokens,
+    not the template's context (generic text that the side memory must *not* learn to react to),
+    and never special tokens such as BOS, which every input shares.
+    """
+    pairs = [(t.format(e.prompt), e.target) for e in edits for t in templates]
+    pairs += [(text, None) for text in irrelevant]
+    enc = encode_pairs(tokenizer, pairs)
+    route = _routing_mask(tokenizer, enc, [t for _ in edits for t in templates])
+    return EditBatch(enc.input_ids, enc.attention_mask, route, enc.labels,
+                     num_edit_rows=len(edits) * len(templates), prompts=[p for p, _ in pairs[: len(edits) * len(templates)]])
+
+
+def build_prompt_batch(tokenizer, prompts: Sequence[str], templates: Sequence[str]) -> EncodedPairs:
+    """Every prompt under every template, without targets, with the routing mask of
+    :func:`build_batch` as ``prompt_mask`` (to score a memory on the edits it holds)."""
+    enc = encode_pairs(tokenizer, [(t.format(p), None) for p in prompts for t in templates])
+    enc.prompt_mask = _routing_mask(tokenizer, enc, [t for _ in prompts for t in templates])
+    return enc
+
+
+def _routing_mask(tokenizer, enc: EncodedPairs, row_templates: Sequence[str]) -> torch.Tensor:
+    route = enc.prompt_mask & ~special_token_mask(tokenizer, enc.input_ids)
+    for r, template in enumerate(row_templates):
+        context = template.split("{}")[0].rstrip()
+        if context:  # the tokens of "<context>." come first; the prompt's tokens follow
+            route[r, : len(tokenizer(context)["input_ids"])] = False
+    return route

@@ -1,0 +1,295 @@
+"""WISE as an :class:`~wiseedit.methods.base.EditingMethod`: WISE-Merge (``wise``) and WISE-Retrieve
+(``wise-retrieve``).
+
+Bookkeeping of the lifelong run (wise.md §5): edits train the *current* shard (its own random mask);
+every ``save_freq`` edits the shard is stored as *pending* and a fresh one starts; every
+``merge_freq`` edits the pending shards are merged. WISE-Merge merges them into one consolidated memory
+(weighing the previous one ``merge_keep_weight``); WISE-Retrieve merges each group into one more
+memory. Pending shards are routed like any memory until merged, so no edit is ever out of reach.
+Every piece of state lives on this object and is saved by :meth:`state`; randomness is derived from
+(seed, edit number) or (seed, shard number), so two runs of 5 edits equal one run of 10.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Sequence
+
+import torch
+
+from wiseedit.edits.record import EditRecord
+from wiseedit.methods.base import EditingMethod, MethodState, ProgressFn
+from wiseedit.models.modules import get_module, set_module
+from wiseedit.models.presets import edited_module_path, preset_for
+from wiseedit.wise.activation_cache import decoder_layers_of
+from wiseedit.wise.batch import build_batch, build_prompt_batch
+from wiseedit.wise.config import AUTO_DEFAULTS, WiseConfig
+from wiseedit.wise.irrelevant import irrelevant_row
+from wiseedit.wise.memory import Memory, shard_mask, shard_mask_seed
+from wiseedit.wise.merging import merge
+from wiseedit.wise.routing import RoutingState, install_routing_hook
+from wiseedit.wise.side_memory import SideMemoryLayer, routing_scores
+from wiseedit.wise.templates import generate_templates
+from wiseedit.wise.trainer import Hyper, ShardTrainer
+
+STATE_VERSION = 1
+
+
+class WiseMethod(EditingMethod):
+    """WISE-Merge: one consolidated side memory, plus the shards not merged yet."""
+
+    name = "wise"
+    retrieve = False
+
+    def __init__(self, model, tokenizer, config: WiseConfig, module_path: str, templates: list[str],
+                 scale: dict | None = None):
+        super().__init__(model, tokenizer)
+        self.config = config
+        self.module_path = module_path
+        self.templates = templates
+        self.scale = scale              # {"R": ..., "H2": ...}, measured at the first edit (auto preset)
+        self.num_edits = 0
+        self.num_shards = 0             # shards started so far (the current one included)
+        self.merged: list[Memory] = []  # WISE-Merge: at most one; WISE-Retrieve: one per merge
+        self.pending: list[Memory] = []
+        self.current: Memory | None = None
+        self.routing = RoutingState()
+        self._input_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # prompt -> inputs, mask
+        base = get_module(model, module_path)
+        self.layer = SideMemoryLayer(base, self.routing)
+        set_module(model, module_path, self.layer)
+        self._hook = install_routing_hook(model, self.routing, lambda: self._query_mask,
+                                          special_ids=tokenizer.all_special_ids)
+        self.decoder_layers, self.layer_index = decoder_layers_of(model, module_path)
+
+    # -- construction -------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, model, tokenizer, options: dict | None = None) -> "WiseMethod":
+        config = WiseConfig.from_dict(dict(options or {}))
+        config.retrieve = config.retrieve or cls.retrieve
+        module_path = edited_module_path(model.config, layer=config.layer, module=config.module)
+        templates = generate_templates(model, tokenizer, config.num_templates)
+        return cls(model, tokenizer, _resolved(config, model.config), module_path, templates)
+
+    @classmethod
+    def restore(cls, model, tokenizer, state: MethodState) -> "WiseMethod":
+        s = state.config
+        method = cls(model, tokenizer, WiseConfig.from_dict(s["config"]), s["module"], s["templates"],
+                     s["scale"])
+        method.num_edits, method.num_shards = s["num_edits"], s["num_shards"]
+        shape = method.layer.main_weight.shape
+        device = method.layer.main_weight.device
+
+        def load(meta, prefix):
+            return Memory.from_saved(meta, state.tensors, prefix, shape, method.config.mask_ratio, device)
+
+        method.merged = [load(m, f"merged.{i}") for i, m in enumerate(s["merged"])]
+        method.pending = [load(m, f"pending.{i}") for i, m in enumerate(s["pending"])]
+        method.current = load(s["current"], "current") if s["current"] else None
+        method._sync()
+        return method
+
+    # -- editing ------------------------------------------------------------------------------------
+
+    def apply(self, edits: Sequence[EditRecord], progress: ProgressFn | None = None) -> None:
+        step = max(1, self.config.edits_per_step)
+        done = 0
+        while done < len(edits):
+            # a group never straddles a shard boundary
+            room = self.config.save_freq - self.num_edits % self.config.save_freq
+            group = list(edits[done: done + min(step, room)])
+            self._train_group(group)
+            done += len(group)
+            if progress:
+                progress(done, len(edits))
+
+    def _train_group(self, edits: list[EditRecord]) -> None:
+        cfg = self.config
+        if self.current is None:
+            self._start_shard()
+        irrelevant = [irrelevant_row(e.irrelevant, cfg.seed, self.num_edits + i) for i, e in enumerate(edits)]
+        irrelevant += self._replay_rows(len(edits))
+        device = self.model.get_input_embeddings().weight.device
+        batch = build_batch(self.tokenizer, edits, self.templates, irrelevant).to(device)
+        if self.scale is None:
+            self.scale = self._measure_scale(batch)
+        mask = shard_mask(self.current.mask_seed, self.current.delta.shape, cfg.mask_ratio,
+                          self.current.delta.device)
+        trainer = ShardTrainer(self.model, self.layer, self.decoder_layers, self.layer_index)
+        result = trainer.train(batch, self.current.delta, mask, self._hyper(), cached=cfg.cache_activations)
+        self.current.delta = result.delta
+        self.current.prompts.extend(e.prompt for e in edits)
+        self.current.min_score = self._min_score(self.current.delta, self.current.prompts)
+        self.num_edits += len(edits)
+        if self.num_edits % cfg.save_freq == 0:
+            self.pending.append(self.current)
+            self.current = None
+        if self.num_edits % cfg.merge_freq == 0 and self.pending:
+            self.merge_pending()
+        self._sync()
+
+    def _start_shard(self) -> None:
+        w = self.layer.main_weight
+        self.current = Memory(delta=torch.zeros(w.shape, dtype=torch.float32, device=w.device),
+                              min_score=float("inf"), act_ratio=self.config.act_ratio, kind="shard",
+                              mask_seed=shard_mask_seed(self.config.seed, self.num_shards))
+        self.num_shards += 1
+
+    def _replay_rows(self, count: int) -> list[str]:
+        """WISE-Retrieve's replay: earlier memories' prompts join the rows the new shard must ignore."""
+        if not (self.config.retrieve and self.config.replay):
+            return []
+        old = [p for m in self.merged + self.pending for p in m.prompts]
+        rng = random.Random(f"{self.config.seed}:replay:{self.num_edits}")
+        return [rng.choice(old) for _ in range(count)] if old else []
+
+    def _hyper(self) -> Hyper:
+        cfg = self.config
+        if cfg.preset == "auto":
+            s, h2 = self.scale["R"], self.scale["H2"]
+            return Hyper(cfg.n_iter, cfg.lr * s * s / h2, cfg.weight_decay, cfg.alpha * s, cfg.beta * s,
+                         cfg.gamma * s, 1.0 / s, cfg.norm_constraint, cfg.early_stop_loss, cfg.early_stop_delta)
+        return Hyper(cfg.n_iter, cfg.lr, cfg.weight_decay, cfg.alpha, cfg.beta, cfg.gamma, 1.0,
+                     cfg.norm_constraint, cfg.early_stop_loss, cfg.early_stop_delta)
+
+    @torch.no_grad()
+    def _module_inputs(self, input_ids, attention_mask, layer_output: dict | None = None) -> torch.Tensor:
+        """The edited module's input (B, T, in) for a batch, with the side memories out of the way.
+        With `layer_output` given, also records there the hidden state (B, T, d) after the edited layer."""
+        captured = {}
+        hooks = [self.layer.register_forward_pre_hook(lambda mod, args: captured.__setitem__("h", args[0]))]
+        if layer_output is not None:
+            def keep(mod, args, out):
+                layer_output["hidden"] = out[0] if isinstance(out, tuple) else out
+            hooks.append(self.decoder_layers[self.layer_index].register_forward_hook(keep))
+        saved, self.layer.memories = self.layer.memories, []
+        try:
+            self.model.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        finally:
+            self.layer.memories = saved
+            for hook in hooks:
+                hook.remove()
+        return captured["h"]
+
+    def _measure_scale(self, batch) -> dict:
+        """The units of the auto preset, on the first edit's prompt tokens: R = mean norm of the
+        residual stream after the edited layer (what an edit must move), H2 = mean squared norm of
+        the edited module's input."""
+        out: dict = {}
+        h = self._module_inputs(batch.input_ids, batch.attention_mask, layer_output=out)
+        rows = batch.prompt_mask[: batch.num_edit_rows]
+        tokens = h[: batch.num_edit_rows][rows]                               # (N, in)
+        hidden = out["hidden"][: batch.num_edit_rows][rows]                    # (N, d)
+        return {"R": hidden.float().norm(dim=-1).mean().item(), "H2": tokens.float().pow(2).sum(-1).mean().item()}
+
+    # -- merging ------------------------------------------------------------------------------------
+
+    def merge_pending(self, algorithm: str | None = None) -> int:
+        """Merge the pending shards (and the current one if it holds edits): WISE-Merge into the
+        consolidated memory, WISE-Retrieve into one new memory. Returns how many shards were merged."""
+        cfg = self.config
+        if self.current is not None and self.current.prompts:
+            self.pending.append(self.current)
+            self.current = None
+        if not self.pending:
+            return 0
+        shards = self.pending
+        k = len(shards)
+        if not cfg.retrieve and self.merged:
+            parts = [self.merged[0]] + shards
+            weights = [cfg.merge_keep_weight] + [(1 - cfg.merge_keep_weight) / k] * k
+        else:
+            parts, weights = shards, [1.0 / k] * k
+        delta = merge(algorithm or cfg.merge_algorithm, [p.delta for p in parts], weights, cfg.density,
+                      seed=shard_mask_seed(cfg.seed, self.num_shards))
+        prompts = [p for part in parts for p in part.prompts]
+        merged = Memory(delta=delta, min_score=self._min_score(delta, prompts), act_ratio=cfg.act_ratio,
+                        kind="merged", prompts=prompts)
+        self.merged = self.merged + [merged] if cfg.retrieve else [merged]
+        self.pending = []
+        self._sync()
+        return k
+
+    def _min_score(self, delta: torch.Tensor, prompts: list[str]) -> float:
+        """The lowest routing score of `prompts` (as the user will send them, with no template)
+        under `delta`: a memory's threshold is act_ratio times this, recomputed whenever the memory
+        changes, so a later edit that lowers an earlier edit's score cannot silently drop it."""
+        return min(routing_scores(self.layer.delta_out(h, delta), mask).min().item()
+                   for h, mask in self._prompt_inputs(prompts))
+
+    def _prompt_inputs(self, prompts: list[str], chunk: int = 64):
+        """(module input (B, T, in), routing mask (B, T)) for `prompts`, in chunks; cached per prompt
+        (inputs below the edited module never change), so re-scoring a memory is one matmul."""
+        missing = [p for p in dict.fromkeys(prompts) if p not in self._input_cache]
+        device = self.model.get_input_embeddings().weight.device
+        for start in range(0, len(missing), chunk):
+            part = missing[start:start + chunk]
+            enc = build_prompt_batch(self.tokenizer, part, ["{}"])
+            h = self._module_inputs(enc.input_ids.to(device), enc.attention_mask.to(device))
+            for r, prompt in enumerate(part):
+                keep = enc.attention_mask[r].bool()
+                self._input_cache[prompt] = (h[r, keep], enc.prompt_mask[r, keep].to(device))
+        for start in range(0, len(prompts), chunk):
+            rows = [self._input_cache[p] for p in prompts[start:start + chunk]]
+            width = max(x.shape[0] for x, _ in rows)
+            h = torch.stack([torch.nn.functional.pad(x, (0, 0, 0, width - x.shape[0])) for x, _ in rows])
+            mask = torch.stack([torch.nn.functional.pad(m, (0, width - m.shape[0])) for _, m in rows])
+            yield h, mask
+
+    # -- state --------------------------------------------------------------------------------------
+
+    def _sync(self) -> None:
+        """Give the layer the memories to route among, in a fixed order."""
+        live = self.merged + self.pending + ([self.current] if self.current and self.current.prompts else [])
+        self.layer.memories = live
+
+    def state(self) -> MethodState:
+        tensors: dict[str, torch.Tensor] = {}
+
+        def save(memory, prefix):
+            meta, t = memory.to_saved(prefix, self.config.mask_ratio)
+            tensors.update(t)
+            return meta
+
+        config = {
+            "state_version": STATE_VERSION, "config": self.config.to_dict(), "module": self.module_path,
+            "templates": self.templates, "scale": self.scale, "num_edits": self.num_edits,
+            "num_shards": self.num_shards,
+            "merged": [save(m, f"merged.{i}") for i, m in enumerate(self.merged)],
+            "pending": [save(m, f"pending.{i}") for i, m in enumerate(self.pending)],
+            "current": save(self.current, "current") if self.current else None,
+        }
+        return MethodState(config=config, tensors=tensors)
+
+    def detach(self) -> None:
+        self._hook.remove()
+        set_module(self.model, self.module_path, self.layer.base)
+
+    def summary(self) -> dict:
+        return {"method": self.name, "edits": self.num_edits, "module": self.module_path,
+                "merged_memories": len(self.merged), "pending_shards": len(self.pending),
+                "current_shard_edits": len(self.current.prompts) if self.current else 0,
+                "thresholds": [round(m.threshold, 6) for m in self.layer.memories]}
+
+
+class WiseRetrieveMethod(WiseMethod):
+    """WISE-Retrieve: every merge adds a memory; the router picks the top-1 memory per input."""
+
+    name = "wise-retrieve"
+    retrieve = True
+
+
+def _resolved(config: WiseConfig, model_config) -> WiseConfig:
+    """Fill the fields left None from the chosen preset."""
+    if config.preset == "auto":
+        defaults = AUTO_DEFAULTS
+    else:
+        ref = preset_for(model_config).wise_reference
+        defaults = {"act_ratio": ref["act_ratio"], "n_iter": ref["n_iter"], "lr": 1.0,
+                    "alpha": ref["alpha"], "beta": ref["beta"], "gamma": ref["gamma"]}
+    values = config.to_dict()
+    for key, value in defaults.items():
+        if values[key] is None:
+            values[key] = value
+    return WiseConfig.from_dict(values)

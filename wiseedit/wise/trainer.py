@@ -1,0 +1,137 @@
+"""One WISE optimisation: train the current shard's side memory on a batch of edits (wise.md §4).
+
+Loss = cross-entropy on the target tokens + the routing margin loss on the per-row scores
+(``in`` = edit rows, ``out`` = irrelevant rows):
+
+    L_a = pos(out - in + gamma) + pos(out - alpha) + pos(beta - in),  pos(v) = mean of v's positive entries
+
+Plain SGD on the delta ``W_side - W_main`` with the shard mask applied to the gradient, the delta
+clamped to +- norm_constraint after every step, early stop when the loss is small and flat.
+
+Scale-free units (the "auto" preset): with S the mean norm of the main memory's output per token and
+H^2 the mean squared norm of its input, the margins are multiples of S, the margin loss is divided by
+S, and the lr is a multiple of S^2 / H^2. An SGD step on a linear layer moves its output on an input h
+by lr * (h . h') * dL/d(out) ~ lr * H^2 / S, so in these units one step moves the output by a fixed
+fraction of S whatever the model's size. Weight decay acts on the delta, so entries outside the mask
+stay exactly zero (the reference decays the whole side matrix).
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from wiseedit.wise.activation_cache import replay_lower_layers
+from wiseedit.wise.batch import EditBatch
+from wiseedit.wise.side_memory import SideMemoryLayer, routing_scores
+
+
+import os
+ACTIVE_ON_PROMPT = os.environ.get("WISE_ACTIVE", "1") == "1"
+
+
+@dataclass
+class Hyper:
+    """The resolved numbers of one optimisation (absolute units)."""
+
+    n_iter: int
+    lr: float
+    weight_decay: float
+    alpha: float
+    beta: float
+    gamma: float
+    margin_weight: float   # 1/S in the auto preset, 1 in the reference preset
+    norm_constraint: float
+    early_stop_loss: float
+    early_stop_delta: float
+
+
+@dataclass
+class TrainResult:
+    delta: torch.Tensor   # (out, in) float32, the shard's new delta
+    edit_scores: list[float]
+    steps: int
+    loss: float
+
+
+def _pos_mean(v: torch.Tensor) -> torch.Tensor:
+    positive = v[v > 0]
+    return positive.mean() if positive.numel() else v.new_zeros(())
+
+
+def margin_loss(scores: torch.Tensor, num_edit_rows: int, hp: Hyper) -> torch.Tensor:
+    """L_a of the module docstring; scores (B,) with the edit rows first."""
+    inside, outside = scores[:num_edit_rows], scores[num_edit_rows:]
+    if outside.numel() == 0:
+        return _pos_mean(hp.beta - inside)
+    return (_pos_mean(outside[:, None] - inside[None, :] + hp.gamma) + _pos_mean(outside - hp.alpha)
+            + _pos_mean(hp.beta - inside))
+
+
+class ShardTrainer:
+    """Trains a side-memory delta on an :class:`EditBatch` through the wrapped model."""
+
+    def __init__(self, model, layer: SideMemoryLayer, decoder_layers, layer_index: int):
+        self.model = model
+        self.layer = layer
+        self.decoder_layers = decoder_layers
+        self.layer_index = layer_index
+
+    def _logits_at_targets(self, batch: EditBatch, cached: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (N, V) at the positions that predict the N target tokens, and those tokens."""
+        rows, cols = (batch.labels != -100).nonzero(as_tuple=True)
+        targets = batch.labels[rows, cols]
+        if cached:  # final hidden states only, the head only where the loss needs it
+            hidden = self.model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                           use_cache=False).last_hidden_state       # (B, T, d)
+            logits = self.model.get_output_embeddings()(hidden[rows, cols - 1])   # (N, V)
+        else:       # the reference's way: a full forward, every position's logits
+            logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                use_cache=False).logits[rows, cols - 1]
+        return logits, targets.to(logits.device)
+
+    def train(self, batch: EditBatch, delta: torch.Tensor, mask: torch.Tensor, hp: Hyper,
+              cached: bool = True) -> TrainResult:
+        delta = torch.nn.Parameter(delta.detach().clone())
+        opt = torch.optim.SGD([delta], lr=hp.lr, weight_decay=hp.weight_decay)
+        captured: dict[str, torch.Tensor] = {}
+        hook = self.layer.register_forward_pre_hook(lambda mod, args: captured.__setitem__("h", args[0]))
+
+        def forward_once():
+            with torch.no_grad():
+                self.model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                      use_cache=False)
+
+        replay = (replay_lower_layers(self.decoder_layers, self.layer_index, forward_once)
+                  if cached else nullcontext())
+        # the side memory acts on the edit prompt's tokens and the target's, not on template context
+        active = (batch.prompt_mask | (batch.labels != -100)) if ACTIVE_ON_PROMPT else None
+        prev, steps, loss_value = None, 0, float("nan")
+        try:
+            with replay:
+                for steps in range(1, hp.n_iter + 1):
+                    with self.layer.training_delta(delta, active):
+                        logits, targets = self._logits_at_targets(batch, cached)
+                    ce = F.cross_entropy(logits.float(), targets)
+                    scores = routing_scores(self.layer.delta_out(captured["h"], delta), batch.prompt_mask)
+                    loss = ce + hp.margin_weight * margin_loss(scores, batch.num_edit_rows, hp)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    delta.grad.mul_(mask)
+                    opt.step()
+                    with torch.no_grad():
+                        delta.clamp_(-hp.norm_constraint, hp.norm_constraint)
+                    loss_value = loss.item()
+                    if prev is not None and abs(loss_value - prev) <= hp.early_stop_delta \
+                            and loss_value <= hp.early_stop_loss:
+                        break
+                    prev = loss_value
+        finally:
+            hook.remove()
+        with torch.no_grad():
+            final = routing_scores(self.layer.delta_out(captured["h"], delta), batch.prompt_mask)
+        return TrainResult(delta=delta.detach(), edit_scores=final[: batch.num_edit_rows].tolist(),
+                           steps=steps, loss=loss_value)

@@ -1,0 +1,71 @@
+"""The world suite: counterfactual edits of the built-in world, with fixed splits.
+
+For every person of a split, ``EDITED_RELATIONS`` of the 7 relations are edited (their object replaced
+by another object of the same type); the rest stay untouched so that each edit has a locality probe
+on *the same person*. Each edit carries:
+
+- ``prompt``: the fact under one phrasing (drawn per edit) -> Rel;
+- ``rephrase``: the same fact under the other phrasings -> Gen;
+- ``locality``: an untouched fact of the same person, and a fact of a person from the "locality"
+  split (never edited), each with its true object -> Loc;
+- ``irrelevant``: a full sentence about a person from the "irrelevant" split (a disjoint pool) for
+  WISE's routing loss.
+
+Split "eval" is what ``wiseedit eval --suite world`` edits; split "train" (people never edited in
+evaluation) is for methods that need training, such as RECIPE.
+"""
+
+from __future__ import annotations
+
+import random
+
+from wiseedit.edits.record import EditRecord, LocalityProbe
+from wiseedit.world.generator import DEFAULT_SEED, World, build_world
+from wiseedit.world.relations import OBJECTS
+
+EDITED_RELATIONS = 5  # per person; the other 2 relations are same-person locality probes
+
+
+def _sentence(world: World, rng: random.Random, subject: str, relation: str) -> tuple[str, str]:
+    rel = world.relation(relation)
+    return rel.render(subject, rng.randrange(len(rel.phrasings))), world.facts[(subject, relation)]
+
+
+def world_edits(split: str = "eval", seed: int = DEFAULT_SEED, world: World | None = None) -> list[EditRecord]:
+    """The counterfactual edits of `split` ("eval" or "train"), in their fixed (shuffled) order."""
+    world = world or build_world(seed)
+    people = world.entities_in(split)
+    if not people:
+        raise ValueError(f"no people in split {split!r}")
+    rng = random.Random(f"{world.seed}:suite:{split}")
+    others = world.entities_in("locality")
+    pool = world.entities_in("irrelevant")
+    names = [r.name for r in world.relations]
+    picks = []
+    for person in people:
+        chosen = rng.sample(names, EDITED_RELATIONS)
+        kept = [n for n in names if n not in chosen]
+        picks.extend((person, relation, kept) for relation in chosen)
+    rng.shuffle(picks)
+
+    edits = []
+    for i, (person, relation, kept) in enumerate(picks):
+        rel = world.relation(relation)
+        old = world.facts[(person, relation)]
+        new = rng.choice([o for o in OBJECTS[rel.object_type] if o != old])
+        k = rng.randrange(len(rel.phrasings))
+        same = LocalityProbe(*_sentence(world, rng, person, rng.choice(kept)))
+        other = LocalityProbe(*_sentence(world, rng, rng.choice(others), rng.choice(names)))
+        irr_prompt, irr_obj = _sentence(world, rng, rng.choice(pool), rng.choice(names))
+        edits.append(EditRecord(
+            prompt=rel.render(person, k),
+            target=new,
+            id=f"world-{split}-{i:04d}",
+            subject=person,
+            rephrase=tuple(rel.render(person, j) for j in range(len(rel.phrasings)) if j != k),
+            locality=(same, other),
+            irrelevant=f"{irr_prompt} {irr_obj}.",
+            source=f"world:{split}:{i}",
+            extra={"relation": relation, "ground_truth": old},
+        ))
+    return edits
