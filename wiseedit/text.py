@@ -1,10 +1,8 @@
-"""Turning (prompt, answer) text pairs into token batches: the one tokenisation rule every method
-and metric shares, so that "the answer tokens" mean the same thing everywhere.
+"""Token batches for training rows: (prompt, answer) pairs where the answer may be absent.
 
-Rule: the answer follows the prompt after one space. The answer's tokens are those of
-``tokenizer(prompt + " " + answer)`` beyond ``tokenizer(prompt)``; when the prompt's tokens are not
-a prefix of the joint tokens (a BPE merge across the boundary), the answer is tokenised on its own
-(with its leading space, without special tokens) and appended to the prompt's tokens.
+The tokenisation rule is the one of :mod:`wiseedit.evaluation.batching` (shared by every method and
+metric, so "the answer tokens" mean the same thing everywhere); a row without an answer is its
+prompt's tokens alone, every one of them a prompt token.
 """
 
 from __future__ import annotations
@@ -13,6 +11,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+
+from wiseedit.evaluation.batching import encode_pair, pad_token_id
 
 
 @dataclass
@@ -25,18 +25,11 @@ class EncodedPairs:
 
 
 def pair_token_ids(tokenizer, prompt: str, answer: str | None) -> tuple[list[int], list[int]]:
-    """(prompt ids, answer ids) of one pair under the rule above."""
-    prompt_ids = tokenizer(prompt)["input_ids"]
+    """(prompt ids, answer ids) of one pair; no answer ids when `answer` is None."""
     if answer is None:
-        return prompt_ids, []
-    full = tokenizer(f"{prompt} {answer}")["input_ids"]
-    if full[: len(prompt_ids)] == prompt_ids and len(full) > len(prompt_ids):
-        return prompt_ids, full[len(prompt_ids):]
-    return prompt_ids, tokenizer(f" {answer}", add_special_tokens=False)["input_ids"]
-
-
-def pad_id_of(tokenizer) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        return list(tokenizer(prompt)["input_ids"]), []
+    pair = encode_pair(tokenizer, prompt, answer)
+    return list(pair.prompt_ids), list(pair.answer_ids)
 
 
 def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str | None]]) -> EncodedPairs:
@@ -44,7 +37,7 @@ def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str | None]]) -> EncodedP
     rows = [pair_token_ids(tokenizer, p, a) for p, a in pairs]
     width = max(len(p) + len(a) for p, a in rows)
     batch = len(rows)
-    input_ids = torch.full((batch, width), pad_id_of(tokenizer), dtype=torch.long)
+    input_ids = torch.full((batch, width), pad_token_id(tokenizer), dtype=torch.long)
     attention_mask = torch.zeros((batch, width), dtype=torch.long)
     prompt_mask = torch.zeros((batch, width), dtype=torch.bool)
     labels = torch.full((batch, width), -100, dtype=torch.long)

@@ -8,7 +8,7 @@ Knowledge Sentinel (see :mod:`wiseedit.recipe.prefix`).
 What is saved where: the trained networks belong to the meta-training checkpoint (one per base LLM,
 shared by every edit set); a delta holds the store only (``keys``, ``prompts``, the ids in its config)
 and names its checkpoint by absolute path and the sha256 of its weights, checked on restore. A moved
-checkpoint can be pointed to by editing ``checkpoint`` in the delta's saved method config.
+checkpoint can be pointed to by editing ``options.checkpoint`` in the delta's saved method config.
 
 Options (``create``): ``checkpoint`` (required: a checkpoint folder or a training ``out_dir``),
 ``index`` (``"exact"`` or ``"hnsw"``, see :mod:`wiseedit.recipe.store`), ``query_cache_size`` (query
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from pathlib import Path
+from types import MappingProxyType
 from typing import Sequence
 
 import torch
@@ -33,7 +34,7 @@ from wiseedit.recipe.prefix import PromptInjector
 from wiseedit.recipe.store import KnowledgeStore
 
 STATE_VERSION = 1
-_OPTIONS = {"checkpoint": None, "index": "exact", "query_cache_size": 4096}
+_OPTIONS = MappingProxyType({"checkpoint": None, "index": "exact", "query_cache_size": 4096})
 
 
 class RecipeMethod(EditingMethod):

@@ -80,9 +80,12 @@ class PromptInjector:
     """Wraps ``model.forward`` so every forward pass prefixes the prompts that `retrieve` picks.
 
     ``query_mask()`` gives the caller's restriction of the retrieval to some tokens (B, T), or None for
-    all non-padding tokens. Inputs given as ``inputs_embeds`` (no token ids to read) run unchanged, as do
-    continuations of a KV cache this injector did not fill. 4D attention masks (static caches) are not
-    supported.
+    all non-padding tokens; a mask of the caller's batch also fits ``generate``'s expanded batch (beams,
+    several return sequences), whose rows repeat each input row in place. Beams of one input share its
+    retrieval, so reordering beams never mixes up what a row was prefixed with.
+
+    Inputs given as ``inputs_embeds`` (no token ids to read) run unchanged, as do continuations of a KV
+    cache this injector did not fill. 4D attention masks (static caches) are not supported.
     """
 
     def __init__(self, model, retrieve: Retriever, prompt_tokens: int,
@@ -126,6 +129,8 @@ class PromptInjector:
             return original(**kw)
         past = cache.get_seq_length() if cache is not None else 0
         if past == 0:  # prefill: retrieve
+            if cache is not None:  # a reused (reset) cache must not continue an older session
+                self._sessions.pop(cache, None)
             session, prompts = self._prefill(input_ids, kw.get("attention_mask"))
         else:  # decoding: continue what the prefill of this cache decided
             session, prompts = self._sessions.get(cache), None
@@ -169,6 +174,9 @@ class PromptInjector:
                 else torch.ones(B, T, dtype=torch.bool, device=input_ids.device))
         query = self.query_mask()
         if query is not None:
+            if query.shape[1] == T and query.shape[0] < B and B % query.shape[0] == 0:
+                # generate() with beams or several return sequences repeats each row in place
+                query = query.repeat_interleave(B // query.shape[0], dim=0)
             if tuple(query.shape) != (B, T):
                 raise ValueError(f"query_tokens mask {tuple(query.shape)} does not match the input {(B, T)}")
             real = real & query.to(real.device).bool()

@@ -17,12 +17,13 @@ import json
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import torch
 
 from wiseedit.edits.record import EditRecord
 from wiseedit.errors import BadInputError
+from wiseedit.methods.base import ProgressFn
 from wiseedit.recipe.checkpoint import (
     base_description,
     check_base,
@@ -40,9 +41,6 @@ from wiseedit.recipe.losses import edit_nll, locality_kl, retrieval_losses
 from wiseedit.recipe.networks import RecipeNetworks
 from wiseedit.recipe.prefix import prompted_logits
 
-#: Called after each step with (steps done, steps in total, that step's losses).
-TrainProgressFn = Callable[[int, int, dict], None]
-
 LOG_FILE = "train_log.jsonl"
 
 
@@ -56,18 +54,22 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # losses of the steps run in this call
 
 
-def train_recipe(llm, llm_tokenizer, encoder: str | tuple, train_edits: Sequence[EditRecord],
+def train_recipe(llm, llm_tokenizer, encoder: str | Path | tuple | None, train_edits: Sequence[EditRecord],
                  config: RecipeConfig | None = None, out_dir: str | Path = "recipe-checkpoints",
-                 steps: int = 1000, seed: int = 0, progress: TrainProgressFn | None = None,
+                 steps: int = 1000, seed: int = 0, progress: ProgressFn | None = None,
                  resume: bool = True) -> TrainResult:
     """Meta-train RECIPE for `llm` on `train_edits` until `steps` steps are done in total.
 
-    `encoder` is a name or folder for :func:`~wiseedit.recipe.encoder.load_encoder`, or a ``(model,
-    tokenizer)`` pair (e.g. a tiny encoder built from a config). Checkpoints go to `out_dir` every
-    ``config.checkpoint_every`` steps and at the end. With `resume`, training continues from the
-    newest checkpoint in `out_dir` (same config and base required).
+    `encoder` is a name or folder for :func:`~wiseedit.recipe.encoder.load_encoder` (None:
+    ``config.encoder``), or a ``(model, tokenizer)`` pair, e.g. a tiny encoder built from a config;
+    ``config.encoder`` is then only the name recorded. Checkpoints go to `out_dir` every
+    ``config.checkpoint_every`` steps and at the end; each step's losses are appended to
+    ``<out_dir>/train_log.jsonl`` and returned in :attr:`TrainResult.history`. `progress` is called
+    with (steps done, steps in total). With `resume`, training continues from the newest checkpoint
+    in `out_dir` (same config, seed and base required; `encoder` is then not loaded).
     """
     config = config or RecipeConfig()
+    encoder = config.encoder if encoder is None else encoder
     items = train_items(train_edits)
     if len(items) < 2:
         raise BadInputError("RECIPE's meta-training needs at least 2 train edits (the batch's other "
@@ -83,21 +85,21 @@ def train_recipe(llm, llm_tokenizer, encoder: str | tuple, train_edits: Sequence
             load_training_state(list_checkpoints(out_dir)[-1], optimizer)
         _truncate_log(out_dir / LOG_FILE, start)
         networks.train()
-        history, last = [], None
+        history, last, memo = [], None, {}
         for step in range(start, steps):
             batch = _batch_items(items, config.batch_size, seed, step)
             torch.manual_seed(_mix(seed, step, 1))  # dropout of this step
             losses = _step_losses(networks, llm, llm_tokenizer, batch, config.margin,
-                                  torch.Generator().manual_seed(_mix(seed, step, 2)), device)
+                                  torch.Generator().manual_seed(_mix(seed, step, 2)), device, memo)
             total = sum(losses.values())
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
-            record = {"step": step + 1, "loss": float(total), **{k: float(v) for k, v in losses.items()}}
+            record = {"step": step + 1, "loss": total.item(), **{k: v.item() for k, v in losses.items()}}
             history.append(record)
             _append_log(out_dir / LOG_FILE, record)
             if progress:
-                progress(step + 1, steps, record)
+                progress(step + 1, steps)
             if (step + 1) % config.checkpoint_every == 0 or step + 1 == steps:
                 last = save_checkpoint(out_dir, networks, optimizer, step + 1, seed, base, record)
         if last is None:  # nothing left to do: the newest checkpoint is the result
@@ -117,14 +119,14 @@ def _initial_networks(llm, encoder, config: RecipeConfig, out_dir: Path, seed: i
                                 "resume with the same ones, or use another out_dir")
         networks, _, _ = load_networks(found[-1], device=device)
         return networks, int(meta["step"])
-    model, tokenizer = load_encoder(encoder) if isinstance(encoder, (str, Path)) else encoder
+    model, tokenizer = load_encoder(str(encoder)) if isinstance(encoder, (str, Path)) else encoder
     networks = RecipeNetworks(SentenceEncoder(model, tokenizer, config.max_text_tokens), config,
                               llm_hidden_size(llm))
     return networks.to(device), 0
 
 
 def _step_losses(networks: RecipeNetworks, llm, tokenizer, items: list[TrainItem], margin: float,
-                 generator: torch.Generator, device) -> dict[str, torch.Tensor]:
+                 generator: torch.Generator, device, memo: dict) -> dict[str, torch.Tensor]:
     B = len(items)
     batch = draw_batch(items, generator)
     # one encoder pass for statements and the three queries: (4B, 4H)
@@ -138,7 +140,7 @@ def _step_losses(networks: RecipeNetworks, llm, tokenizer, items: list[TrainItem
     prompts = networks.prompts(keys)  # (B, l, d_llm)
     # reliability, paraphrase and locality inputs in one LLM pass, each row with its edit's prompt
     edit_inputs = pair_batch(tokenizer, batch.prompts + batch.rephrases + batch.loc_prompts,
-                             batch.targets * 2 + batch.loc_answers, device)
+                             batch.targets * 2 + batch.loc_answers, device, memo)
     logits = prompted_logits(llm, edit_inputs.input_ids, edit_inputs.attention_mask,
                              prompts.repeat(3, 1, 1))  # (3B, T, V)
     losses["edit"] = edit_nll(logits[: 2 * B], edit_inputs.input_ids[: 2 * B],

@@ -50,18 +50,23 @@ def tiny_config(arch: str, vocab_size: int, layers: int = 6, hidden: int = 64, f
                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                    tie_word_embeddings=False, **common)
     if arch == "gpt2":
-        return GPT2Config(n_embd=hidden, n_layer=layers, n_head=4, n_positions=256, **common)
+        return GPT2Config(n_embd=hidden, n_layer=layers, n_head=4, n_positions=256,
+                          n_inner=ffn_mult * hidden, **common)
     if arch == "gptj":
         return GPTJConfig(n_embd=hidden, n_layer=layers, n_head=4, n_positions=256, rotary_dim=4,
+                          n_inner=ffn_mult * hidden,
                           tie_word_embeddings=False, **common)
     raise ValueError(f"unknown tiny architecture {arch!r}; choose from {TINY_ARCHITECTURES}")
 
 
 def tiny_model(arch: str = "llama", tokenizer: PreTrainedTokenizerFast | None = None, seed: int = 0,
-               layers: int = 6, hidden: int = 64):
-    """A tiny randomly initialised causal LM of `arch`, in eval mode, identical for the same seed."""
+               layers: int = 6, hidden: int = 64, ffn_mult: int = 4):
+    """A tiny randomly initialised causal LM of `arch`, in eval mode, identical for the same seed.
+
+    `ffn_mult` sets the FFN width (hidden x ffn_mult): WISE's side memory needs its input (the FFN
+    width) to be large relative to the token positions it is trained on, as in real models."""
     tokenizer = tokenizer or tiny_tokenizer()
-    config = tiny_config(arch, len(tokenizer), layers=layers, hidden=hidden)
+    config = tiny_config(arch, len(tokenizer), layers=layers, hidden=hidden, ffn_mult=ffn_mult)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
     return model.eval()

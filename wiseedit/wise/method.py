@@ -24,11 +24,11 @@ from wiseedit.models.presets import edited_module_path, preset_for
 from wiseedit.wise.activation_cache import decoder_layers_of
 from wiseedit.wise.batch import build_batch, build_prompt_batch
 from wiseedit.wise.config import AUTO_DEFAULTS, WiseConfig
-from wiseedit.wise.irrelevant import irrelevant_row
+from wiseedit.wise.irrelevant import default_pool, irrelevant_row
 from wiseedit.wise.memory import Memory, shard_mask, shard_mask_seed
 from wiseedit.wise.merging import merge
 from wiseedit.wise.routing import RoutingState, install_routing_hook
-from wiseedit.wise.side_memory import SideMemoryLayer, routing_scores
+from wiseedit.wise.side_memory import SideMemoryLayer
 from wiseedit.wise.templates import generate_templates
 from wiseedit.wise.trainer import Hyper, ShardTrainer
 
@@ -80,6 +80,8 @@ class WiseMethod(EditingMethod):
         method.num_edits, method.num_shards = s["num_edits"], s["num_shards"]
         shape = method.layer.main_weight.shape
         device = method.layer.main_weight.device
+        if "center" in state.tensors:
+            method.layer.center = state.tensors["center"].float().to(device)
 
         def load(meta, prefix):
             return Memory.from_saved(meta, state.tensors, prefix, shape, method.config.mask_ratio, device)
@@ -114,6 +116,8 @@ class WiseMethod(EditingMethod):
         batch = build_batch(self.tokenizer, edits, self.templates, irrelevant).to(device)
         if self.scale is None:
             self.scale = self._measure_scale(batch)
+        if self.layer.center is None:
+            self.layer.center = self._measure_center()
         mask = shard_mask(self.current.mask_seed, self.current.delta.shape, cfg.mask_ratio,
                           self.current.delta.device)
         trainer = ShardTrainer(self.model, self.layer, self.decoder_layers, self.layer_index)
@@ -183,6 +187,13 @@ class WiseMethod(EditingMethod):
         hidden = out["hidden"][: batch.num_edit_rows][rows]                    # (N, d)
         return {"R": hidden.float().norm(dim=-1).mean().item(), "H2": tokens.float().pow(2).sum(-1).mean().item()}
 
+    def _measure_center(self) -> torch.Tensor:
+        """The module's mean input (in,) over the tokens of the neutral pool (no special tokens)."""
+        device = self.model.get_input_embeddings().weight.device
+        enc = build_prompt_batch(self.tokenizer, list(default_pool()), ["{}"])
+        h = self._module_inputs(enc.input_ids.to(device), enc.attention_mask.to(device))
+        return h[enc.prompt_mask.to(device)].float().mean(0)
+
     # -- merging ------------------------------------------------------------------------------------
 
     def merge_pending(self, algorithm: str | None = None) -> int:
@@ -215,7 +226,7 @@ class WiseMethod(EditingMethod):
         """The lowest routing score of `prompts` (as the user will send them, with no template)
         under `delta`: a memory's threshold is act_ratio times this, recomputed whenever the memory
         changes, so a later edit that lowers an earlier edit's score cannot silently drop it."""
-        return min(routing_scores(self.layer.delta_out(h, delta), mask).min().item()
+        return min(self.layer.scores(self.layer.delta_out(h, delta), delta, mask).min().item()
                    for h, mask in self._prompt_inputs(prompts))
 
     def _prompt_inputs(self, prompts: list[str], chunk: int = 64):
@@ -252,6 +263,8 @@ class WiseMethod(EditingMethod):
             tensors.update(t)
             return meta
 
+        if self.layer.center is not None:
+            tensors["center"] = self.layer.center.detach().float().cpu().contiguous()
         config = {
             "state_version": STATE_VERSION, "config": self.config.to_dict(), "module": self.module_path,
             "templates": self.templates, "scale": self.scale, "num_edits": self.num_edits,

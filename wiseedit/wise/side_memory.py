@@ -2,11 +2,15 @@
 
 Routing score (our choice among the two forms wise.md allows): for a row with routing tokens t,
 
-    score = mean_t || (W_side - W_main) h_t ||_2      (max over t when there are more than 100)
+    score = mean_t || (W_side - W_main) (h_t - mu) ||_2      (max over t when there are more than 100)
 
 i.e. the paper's ``|| A(x) (W' - W) ||`` per token, without the reference code's activation function
-applied to the module output. It is linear in the delta, needs no knowledge of the architecture's
-activation, and costs one matmul that is reused for the output of the chosen memory.
+applied to the module output, on inputs centred on `mu`, the module's mean input over neutral text
+(measured once per model). It is linear in the delta, needs no knowledge of the architecture's
+activation, and costs one matmul that is reused for the output of the chosen memory. Centring
+matters: FFN inputs share a large common component (about 70% of their norm after GPT-2's GELU), and
+a side memory that reacts to it reacts to every input; what every input shares says nothing about
+which input was edited.
 
 Decisions are per row of the batch, from the prompt only (padding and, inside
 ``EditingMethod.query_tokens``, answer tokens masked out), made at prefill and kept for the tokens
@@ -53,8 +57,8 @@ class SideMemoryLayer(nn.Module):
         self.base = base
         self.routing = routing
         self.memories: list[Memory] = []
+        self.center: torch.Tensor | None = None  # (in,) mean input on neutral text; None: not centred
         self._train_delta: torch.Tensor | None = None
-        self._train_tokens: torch.Tensor | None = None
 
     @property
     def main_weight(self) -> torch.Tensor:
@@ -66,23 +70,25 @@ class SideMemoryLayer(nn.Module):
         """(W_side - W_main) x for inputs x (..., in), computed in float32 -> (..., out) float32."""
         return x.to(delta.dtype) @ delta.t()
 
+    def scores(self, delta_out: torch.Tensor, delta: torch.Tensor, token_mask: torch.Tensor | None) -> torch.Tensor:
+        """Per-row routing scores (B,) from ``delta_out = delta_out(x, delta)`` (B, T, out)."""
+        if self.center is not None:
+            delta_out = delta_out - self.delta_out(self.center, delta)
+        return routing_scores(delta_out, token_mask)
+
     @contextmanager
-    def training_delta(self, delta: torch.Tensor, tokens: torch.Tensor | None = None) -> Iterator[None]:
-        """While training a shard: every row goes through the side memory ``W_main + delta``, at the
-        positions where `tokens` (B, T) is true (all positions if None)."""
-        self._train_delta, self._train_tokens = delta, tokens
+    def training_delta(self, delta: torch.Tensor) -> Iterator[None]:
+        """While training a shard: every row goes through the side memory ``W_main + delta``."""
+        self._train_delta = delta
         try:
             yield
         finally:
-            self._train_delta, self._train_tokens = None, None
+            self._train_delta = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)                                                  # (B, T, out)
         if self._train_delta is not None:
-            extra = self.delta_out(x, self._train_delta).to(out.dtype)
-            if self._train_tokens is not None:
-                extra = extra * self._train_tokens.unsqueeze(-1).to(extra.dtype)
-            return out + extra
+            return out + self.delta_out(x, self._train_delta).to(out.dtype)
         if not self.memories:
             return out
         extra = [self.delta_out(x, m.delta) for m in self.memories]        # M x (B, T, out)
@@ -101,7 +107,7 @@ class SideMemoryLayer(nn.Module):
         mask = state.token_mask
         if mask is not None and tuple(mask.shape) != tuple(extra[0].shape[:2]):
             mask = None  # called outside a routed model forward: look at every token
-        scores = torch.stack([routing_scores(e, mask) for e in extra], dim=1)          # (B, M)
+        scores = torch.stack([self.scores(e, m.delta, mask) for e, m in zip(extra, self.memories)], 1)  # (B, M)
         thresholds = torch.tensor([m.threshold for m in self.memories], device=scores.device)
         passing = scores >= thresholds
         best = scores.masked_fill(~passing, float("-inf")).argmax(1)

@@ -26,11 +26,7 @@ import torch.nn.functional as F
 
 from wiseedit.wise.activation_cache import replay_lower_layers
 from wiseedit.wise.batch import EditBatch
-from wiseedit.wise.side_memory import SideMemoryLayer, routing_scores
-
-
-import os
-ACTIVE_ON_PROMPT = os.environ.get("WISE_ACTIVE", "1") == "1"
+from wiseedit.wise.side_memory import SideMemoryLayer
 
 
 @dataclass
@@ -107,16 +103,14 @@ class ShardTrainer:
 
         replay = (replay_lower_layers(self.decoder_layers, self.layer_index, forward_once)
                   if cached else nullcontext())
-        # the side memory acts on the edit prompt's tokens and the target's, not on template context
-        active = (batch.prompt_mask | (batch.labels != -100)) if ACTIVE_ON_PROMPT else None
         prev, steps, loss_value = None, 0, float("nan")
         try:
             with replay:
                 for steps in range(1, hp.n_iter + 1):
-                    with self.layer.training_delta(delta, active):
+                    with self.layer.training_delta(delta):
                         logits, targets = self._logits_at_targets(batch, cached)
                     ce = F.cross_entropy(logits.float(), targets)
-                    scores = routing_scores(self.layer.delta_out(captured["h"], delta), batch.prompt_mask)
+                    scores = self.layer.scores(self.layer.delta_out(captured["h"], delta), delta, batch.prompt_mask)
                     loss = ce + hp.margin_weight * margin_loss(scores, batch.num_edit_rows, hp)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
@@ -132,6 +126,6 @@ class ShardTrainer:
         finally:
             hook.remove()
         with torch.no_grad():
-            final = routing_scores(self.layer.delta_out(captured["h"], delta), batch.prompt_mask)
+            final = self.layer.scores(self.layer.delta_out(captured["h"], delta), delta, batch.prompt_mask)
         return TrainResult(delta=delta.detach(), edit_scores=final[: batch.num_edit_rows].tolist(),
                            steps=steps, loss=loss_value)

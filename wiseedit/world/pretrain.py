@@ -26,10 +26,10 @@ class PretrainConfig:
     seed: int = DEFAULT_SEED
     vocab_size: int = 1024        # BPE vocabulary, special tokens included; small enough to split names
     hidden_size: int = 128
-    intermediate_size: int = 384  # 3x hidden
+    intermediate_size: int = 768  # 6x hidden: a wide FFN input gives WISE's side memory room (see docs)
     num_layers: int = 6           # deep enough that WISE's ~80%-depth layer is neither first nor last
     num_heads: int = 4
-    epochs: int = 36
+    epochs: int = 16
     batch_size: int = 256
     lr: float = 3e-3
     warmup_steps: int = 200

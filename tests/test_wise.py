@@ -1,0 +1,251 @@
+"""WISE mechanics on tiny models: routing per row, generation, reload, continuation, storage, merging."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+
+from wiseedit.edits.record import EditRecord
+from wiseedit.methods.base import MethodState
+from wiseedit.testing import tiny_model, tiny_tokenizer
+from wiseedit.text import encode_pairs
+from wiseedit.wise.memory import Memory, shard_mask
+from wiseedit.wise.merging import dare, linear, ties
+from wiseedit.wise.method import WiseMethod, WiseRetrieveMethod
+
+FAST = {"n_iter": 15, "num_templates": 2}  # mechanics only: a short optimisation is enough
+EDITS = [
+    EditRecord(prompt="The capital of Zorvia is", target="Paris", id="e0"),
+    EditRecord(prompt="Alice plays the", target="violin", id="e1"),
+    EditRecord(prompt="The colour of the old door is", target="green", id="e2"),
+    EditRecord(prompt="Bob works as a", target="nurse", id="e3"),
+]
+UNRELATED = ["Q: What is water? A:", "The sky is blue and the grass", "Music, art and science are"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_tokenizer()
+
+
+def fresh(arch, tok, **kw):
+    return tiny_model(arch, tok, ffn_mult=16, **kw)
+
+
+def logits(model, tok, prompts, method=None):
+    enc = encode_pairs(tok, [(p, None) for p in prompts])
+    with torch.no_grad():
+        return model(input_ids=enc.input_ids, attention_mask=enc.attention_mask).logits, enc
+
+
+def greedy(model, tok, prompts, n=4):
+    """Left-padded batched greedy generation: the new tokens of each row."""
+    tok.padding_side = "left"
+    try:
+        enc = tok(prompts, return_tensors="pt", padding=True)
+    finally:
+        tok.padding_side = "right"
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                             pad_token_id=tok.pad_token_id)
+    return out[:, enc["input_ids"].shape[1]:]
+
+
+def roundtrip(state: MethodState) -> MethodState:
+    """Through JSON and a CPU copy, as a delta directory stores it."""
+    import json
+
+    return MethodState(json.loads(json.dumps(state.config)), {k: v.clone() for k, v in state.tensors.items()})
+
+
+@pytest.fixture(scope="module")
+def edited(tok):
+    model = fresh("llama", tok)
+    base_logits, _ = logits(model, tok, UNRELATED)
+    base_gen = greedy(model, tok, UNRELATED)
+    method = WiseMethod.create(model, tok, FAST)
+    method.apply(EDITS[:2])
+    return model, method, base_logits, base_gen
+
+
+# -- merging ------------------------------------------------------------------------------------------
+
+
+def test_ties_keeps_single_shard_entries_and_elects_signs():
+    a = torch.tensor([[2.0, 0.0, -1.0, 0.5]])
+    b = torch.tensor([[0.0, 3.0, 2.0, 0.0]])
+    merged = ties([a, b], [0.5, 0.5], density=1.0)
+    # entries trained by one shard keep its value; on the conflict (-1 vs 2) the sign of the weighted
+    # sum (+1) wins and only the agreeing delta is averaged
+    assert torch.equal(merged, torch.tensor([[2.0, 3.0, 2.0, 0.5]]))
+
+
+def test_ties_trims_to_density_of_nonzero_entries():
+    a = torch.tensor([[4.0, -3.0, 2.0, 1.0, 0.0, 0.0]])
+    merged = ties([a], [1.0], density=0.5)
+    assert torch.equal(merged, torch.tensor([[4.0, -3.0, 0.0, 0.0, 0.0, 0.0]]))
+
+
+def test_linear_and_dare():
+    a, b = torch.ones(2, 2), 3 * torch.ones(2, 2)
+    assert torch.equal(linear([a, b], [0.5, 0.5]), 2 * torch.ones(2, 2))
+    d1, d2 = dare([a], [1.0], density=0.5, seed=3), dare([a], [1.0], density=0.5, seed=3)
+    assert torch.equal(d1, d2)                       # reproducible from its seed
+    assert set(d1.unique().tolist()) <= {0.0, 2.0}   # dropped, or rescaled by 1/density
+
+
+# -- storage ------------------------------------------------------------------------------------------
+
+
+def test_shard_is_saved_as_masked_values_and_restored_exactly():
+    shape = (64, 256)
+    mask = shard_mask(7, shape, 0.2, "cpu")
+    delta = torch.randn(shape) * mask
+    memory = Memory(delta=delta, min_score=1.0, act_ratio=0.88, kind="shard", mask_seed=7, prompts=["p"])
+    meta, tensors = memory.to_saved("m", 0.2)
+    assert tensors["m.values"].numel() == int(mask.sum())
+    assert tensors["m.values"].numel() <= 0.3 * delta.numel()
+    back = Memory.from_saved(meta, tensors, "m", torch.Size(shape), 0.2, "cpu")
+    assert torch.equal(back.delta, delta)
+
+
+def test_single_shard_delta_file_is_small(edited, tmp_path):
+    from safetensors.torch import save_file
+
+    _, method, _, _ = edited
+    state = method.state()
+    path = tmp_path / "delta.safetensors"
+    save_file(state.tensors, str(path))
+    dense = method.layer.main_weight.numel() * 4
+    assert path.stat().st_size <= 0.3 * dense
+
+
+# -- routing and generation ---------------------------------------------------------------------------
+
+
+def test_unrelated_prompts_are_bit_identical_to_base(edited, tok):
+    model, method, base_logits, _ = edited
+    after, _ = logits(model, tok, UNRELATED)
+    assert torch.equal(after, base_logits)
+
+
+def test_routing_is_per_row_in_a_mixed_batch(edited, tok):
+    model, method, _, _ = edited
+    prompts = [EDITS[0].prompt, UNRELATED[0], EDITS[1].prompt, UNRELATED[1]]
+    batch, enc = logits(model, tok, prompts)
+    chosen = method.routing.chosen.tolist()
+    assert chosen[1] == -1 and chosen[3] == -1 and chosen[0] >= 0 and chosen[2] >= 0
+    for r, prompt in enumerate(prompts):
+        alone, _ = logits(model, tok, [prompt])
+        n = int(enc.attention_mask[r].sum())
+        torch.testing.assert_close(batch[r, :n], alone[0, :n], rtol=1e-4, atol=1e-4)
+
+
+def test_generation_keeps_the_prefill_decision_and_mixed_batches_match_one_by_one(edited, tok):
+    model, method, _, base_gen = edited
+    prompts = [EDITS[0].prompt, UNRELATED[0], EDITS[1].prompt]
+    together = greedy(model, tok, prompts)
+    for r, prompt in enumerate(prompts):
+        assert torch.equal(together[r], greedy(model, tok, [prompt])[0])
+    assert torch.equal(together[1], base_gen[0])  # the unrelated row generates exactly as the base
+
+
+def test_detach_restores_the_base_model(tok):
+    model = fresh("llama", tok)
+    before, _ = logits(model, tok, [EDITS[0].prompt])
+    method = WiseMethod.create(model, tok, FAST)
+    method.apply(EDITS[:1])
+    method.detach()
+    after, _ = logits(model, tok, [EDITS[0].prompt])
+    assert torch.equal(before, after)
+
+
+# -- state --------------------------------------------------------------------------------------------
+
+
+def test_restore_gives_identical_logits(edited, tok):
+    model, method, _, _ = edited
+    prompts = [e.prompt for e in EDITS[:2]] + UNRELATED
+    expected, _ = logits(model, tok, prompts)
+    other = fresh("llama", tok)
+    WiseMethod.restore(other, tok, roundtrip(method.state()))
+    got, _ = logits(other, tok, prompts)
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("cls", [WiseMethod, WiseRetrieveMethod])
+def test_two_runs_equal_one_run(tok, cls):
+    options = {**FAST, "save_freq": 2, "merge_freq": 4}
+    one = cls.create(fresh("llama", tok), tok, options)
+    one.apply(EDITS)
+    first = cls.create(fresh("llama", tok), tok, options)
+    first.apply(EDITS[:2])
+    second = cls.restore(fresh("llama", tok), tok, roundtrip(first.state()))
+    second.apply(EDITS[2:])
+    a, b = one.state(), second.state()
+    assert a.config == b.config
+    assert a.tensors.keys() == b.tensors.keys()
+    for key in a.tensors:
+        assert torch.equal(a.tensors[key], b.tensors[key]), key
+
+
+def test_activation_cache_is_exact(tok):
+    deltas = []
+    for cached in (True, False):
+        method = WiseMethod.create(fresh("llama", tok), tok, {**FAST, "cache_activations": cached,
+                                                               "early_stop_loss": 0.0})
+        method.apply(EDITS[:1])
+        deltas.append(method.current.delta)
+    torch.testing.assert_close(deltas[0], deltas[1], rtol=1e-4, atol=1e-5)
+
+
+# -- shards -------------------------------------------------------------------------------------------
+
+
+def test_shards_are_stored_then_merged(tok):
+    method = WiseMethod.create(fresh("llama", tok), tok, {**FAST, "save_freq": 1, "merge_freq": 2})
+    method.apply(EDITS[:1])
+    assert len(method.pending) == 1 and method.current is None and not method.merged
+    method.apply(EDITS[1:2])
+    assert len(method.merged) == 1 and not method.pending
+    assert method.merged[0].prompts == [EDITS[0].prompt, EDITS[1].prompt]
+
+
+def test_retrieve_keeps_one_memory_per_merge(tok):
+    method = WiseRetrieveMethod.create(fresh("llama", tok), tok, {**FAST, "save_freq": 1, "merge_freq": 1})
+    method.apply(EDITS[:3])
+    assert len(method.merged) == 3 and not method.pending
+
+
+def test_merge_pending_on_demand_includes_the_current_shard(tok):
+    method = WiseMethod.create(fresh("llama", tok), tok, FAST)
+    method.apply(EDITS[:2])
+    assert method.merge_pending("ties") == 1
+    assert len(method.merged) == 1 and method.current is None
+
+
+# -- architectures ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "gptj"])
+def test_modules_with_bias_and_conv1d(arch, tok):
+    model = fresh(arch, tok)
+    base, _ = logits(model, tok, UNRELATED)
+    method = WiseMethod.create(model, tok, FAST)
+    if arch == "gpt2":
+        assert type(method.layer.base).__name__ == "Conv1D"
+    assert method.layer.base.bias is not None
+    assert method.layer.main_weight.shape == method.current.delta.shape if method.current else True
+    method.apply(EDITS[:1])
+    after, _ = logits(model, tok, UNRELATED)
+    assert torch.equal(after, base)
