@@ -13,6 +13,7 @@ from typing import Callable
 
 from wiseedit.artifacts import Delta, check_base, load_delta, short_hash
 from wiseedit.errors import BadInputError
+from wiseedit.export.detect import exported_delta
 from wiseedit.generation import complete
 from wiseedit.methods.base import EditingMethod
 from wiseedit.methods.registry import method_class
@@ -97,8 +98,11 @@ def load_edited(model: str | None, delta: str | Path | Delta | None = None, *, d
 
     `model` may be None when `delta` is given: the base the delta records is loaded. The delta is read
     and validated before the model is loaded, and refused (BadInputError) on a base whose weights
-    differ from the one it was made on.
+    differ from the one it was made on. A self-contained export (``wiseedit export``) brings its own
+    delta, used when no `delta` is given.
     """
+    if delta is None:
+        delta = exported_delta(model)
     saved = delta if isinstance(delta, Delta) or delta is None else load_delta(Path(delta))
     name = model if model is not None else _recorded_base(saved)
     if log:

@@ -8,9 +8,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from wiseedit.cli import edit_cmd, load_cmd, merge_cmd
+from wiseedit.cli import edit_cmd, eval_cmd, export_cmd, load_cmd, merge_cmd
 
 EDITING_PANEL = "Editing"
+EVALUATING_PANEL = "Evaluating"
 USING_PANEL = "Using an edited model"
 
 # Typer's rich mode keeps single newlines, so each paragraph is one string.
@@ -47,8 +48,13 @@ def build_app() -> typer.Typer:
                 short_help="Teach a model new facts; save them as a delta.")(edit_cmd.edit_command)
     app.command("merge-shards", help=merge_cmd.HELP, rich_help_panel=EDITING_PANEL,
                 short_help="Merge a WISE delta's pending shards now.")(merge_cmd.merge_command)
+    app.command("eval", help=eval_cmd.HELP, rich_help_panel=EVALUATING_PANEL,
+                short_help="Measure methods on a suite (Rel/Gen/Loc vs T), or audit a delta.")(eval_cmd.eval_command)
     app.command("load", help=load_cmd.HELP, rich_help_panel=USING_PANEL,
                 short_help="Load a model with a delta: what it holds, and its outputs.")(load_cmd.load_command)
+    app.command("export", help=export_cmd.HELP, rich_help_panel=USING_PANEL,
+                short_help="Write a model with its edits as one folder (self-contained or merged).")(
+                    export_cmd.export_command)
     return app
 
 
@@ -58,3 +64,7 @@ app = build_app()
 def main() -> None:
     """Console-script entry point (``wiseedit = "wiseedit.cli.app:main"``)."""
     app()
+
+
+if __name__ == "__main__":  # python -m wiseedit.cli.app (e.g. under accelerate launch -m)
+    main()

@@ -1,5 +1,6 @@
-"""The real-data evaluation suites shipped with wiseedit: ZsRE, CounterFact, and WISE's Hallucination
-and Temporal sets, loaded as EditRecords plus the pool of irrelevant texts WISE's routing loss needs.
+"""The evaluation suites: the real-data sets shipped with wiseedit (ZsRE, CounterFact, and WISE's
+Hallucination and Temporal sets), the synthetic ``world`` suite, and any edit file, each loaded as
+EditRecords plus the pool of irrelevant texts WISE's routing loss needs.
 
 The data lives in the package (``wiseedit/data/suites/*.json.gz``, the original JSON files byte for
 byte, gzip-compressed; see PROVENANCE.md there) and is checked against the sha256 of the original
@@ -19,6 +20,12 @@ prompt) is dropped (2876 rows of counterfact-train for the counterfact suite, no
 router is never trained on what Loc measures; duplicates are dropped, file order kept. Pool sizes:
 zsre 8453, counterfact 6541, hallucination 306, temporal 75. Edit i gets
 ``irrelevant = pool[i % len(pool)]``, the pairing the reference uses (``loc_prompts[i]`` for edit i).
+
+The ``world`` suite (:func:`wiseedit.world.suite.world_edits`, split "eval") is of kind qa; its edits
+carry their own irrelevant sentences (about people never edited), which are its pool. An edit file
+(:func:`suite_from_file`) is of kind qa (temporal when every record has an ``ood_rephrase``); edits
+without their own ``irrelevant`` get ``pool[i % len(pool)]`` of WISE's default pool
+(:func:`wiseedit.wise.irrelevant.default_pool`).
 """
 
 from __future__ import annotations
@@ -28,10 +35,12 @@ import hashlib
 import json
 from dataclasses import dataclass, replace
 from importlib import resources
+from pathlib import Path
 from types import MappingProxyType
-from typing import Literal, Mapping
+from typing import Literal, Mapping, Sequence
 
 from wiseedit.edits.layouts import to_edit_record
+from wiseedit.edits.reader import read_edits
 from wiseedit.edits.record import EditRecord
 from wiseedit.errors import BadInputError, InputProblems, WiseEditError
 
@@ -98,6 +107,11 @@ SUITES: Mapping[str, SuiteSpec] = MappingProxyType({
     "temporal": SuiteSpec("temporal", "temporal", TEMPORAL_EDIT, TEMPORAL_TRAIN),
 })
 
+WORLD = "world"  # the synthetic suite, generated rather than shipped
+
+#: Every suite name :func:`load_suite` and :func:`open_suite` accept.
+SUITE_NAMES: tuple[str, ...] = (WORLD, *SUITES)
+
 
 def shipped_bytes(file: ShippedFile) -> bytes:
     """The original bytes of a shipped file (decompressed), after checking their sha256."""
@@ -122,17 +136,57 @@ def shipped_rows(file: ShippedFile) -> list[dict]:
 
 
 def load_suite(name: str) -> Suite:
-    """The shipped suite `name` (one of :data:`SUITES`): its edits, in file order, and its pool.
+    """The suite `name` (one of :data:`SUITE_NAMES`): its edits, in file order, and its pool.
 
     Raises BadInputError for an unknown name, listing the known ones.
     """
+    if name == WORLD:
+        return _world_suite()
     spec = SUITES.get(name)
     if spec is None:
-        raise BadInputError(f"Unknown suite {name!r}; the shipped suites are: {', '.join(SUITES)}.")
+        raise BadInputError(f"Unknown suite {name!r}; the suites are: {', '.join(SUITE_NAMES)}.")
     edits = _records(spec)
     pool = _irrelevant_pool(shipped_rows(spec.pool), _evaluated_prompts(edits))
     edits = [replace(e, irrelevant=pool[i % len(pool)]) for i, e in enumerate(edits)]
     return Suite(spec.name, spec.kind, edits, pool)
+
+
+def suite_from_file(path: str | Path) -> Suite:
+    """The edits of an edit file (any layout :func:`wiseedit.edits.read_edits` reads) as a suite named
+    by the path: kind qa, or temporal when every record has an ``ood_rephrase``; edits without their
+    own ``irrelevant`` get one from WISE's default pool."""
+    from wiseedit.wise.irrelevant import default_pool  # the WISE package imports torch: only when needed
+
+    edits = read_edits(path)
+    pool = list(default_pool())
+    kind: SuiteKind = "temporal" if all(isinstance(e.extra.get("ood_rephrase"), str) for e in edits) else "qa"
+    return Suite(str(path), kind, with_irrelevant(edits, pool), pool)
+
+
+def open_suite(name_or_path: str | Path) -> Suite:
+    """A suite by name (:data:`SUITE_NAMES`), else the edit file at that path (a name wins over a file
+    of the same name in the working directory: write ``./zsre`` for the file)."""
+    if str(name_or_path) in SUITE_NAMES:
+        return load_suite(str(name_or_path))
+    if not Path(name_or_path).exists():
+        raise BadInputError(f"Suite {str(name_or_path)!r} is neither a suite ({', '.join(SUITE_NAMES)}) "
+                            "nor an existing edit file.")
+    return suite_from_file(name_or_path)
+
+
+def with_irrelevant(edits: Sequence[EditRecord], pool: Sequence[str]) -> list[EditRecord]:
+    """`edits` where edit i without its own ``irrelevant`` gets ``pool[i % len(pool)]``."""
+    if not pool:
+        return list(edits)
+    return [e if e.irrelevant else replace(e, irrelevant=pool[i % len(pool)]) for i, e in enumerate(edits)]
+
+
+def _world_suite() -> Suite:
+    from wiseedit.world.suite import world_edits
+
+    edits = world_edits("eval")
+    pool = list(dict.fromkeys(e.irrelevant for e in edits if e.irrelevant))
+    return Suite(WORLD, "qa", with_irrelevant(edits, pool), pool)
 
 
 def _records(spec: SuiteSpec) -> list[EditRecord]:
