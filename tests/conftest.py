@@ -8,6 +8,17 @@ import shutil
 
 import pytest
 
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread; on two shared cores, two threads can be 10x slower."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
 # One-token targets in the 1000-token tiny tokenizer: on a random 6-layer model GRACE steers the next token
 # only (see test_baselines.py), so these are what a recall assertion can rely on.
 EDITS_JSONL = (

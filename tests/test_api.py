@@ -18,13 +18,6 @@ EDITS = [EditRecord("The capital of France is", "Rome", id="a"),
 UNRELATED = "The capital of Italy is"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture(scope="module")
 def grace_edit(saved_tiny_models, tmp_path_factory):

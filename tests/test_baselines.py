@@ -48,14 +48,6 @@ FT_EDIT = EditRecord("The capital of France is", "Rome and Paris", id="ft")
 FT_TINY = {"lr": 5e-3}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # two cores shared with other work: one thread is faster for these tiny models than two
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture(scope="module")
 def tok():

@@ -22,16 +22,6 @@ ENV = {"HF_HUB_OFFLINE": "1"}
 CPU = ["--device", "cpu"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # two cores shared with other work: one thread is faster for these tiny models than two
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture
 def run(tmp_path, monkeypatch):

@@ -40,16 +40,6 @@ EDITS = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # two cores shared with other work: one thread is faster for these tiny models than two
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture
 def run(tmp_path, monkeypatch):

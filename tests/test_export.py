@@ -41,14 +41,6 @@ PROMPTS = ["The capital of France is", "Bob plays the", "The sky is blue and", "
 ENV = {"HF_HUB_OFFLINE": "1"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Two cores shared with other work; one thread also makes CPU matmuls reproducible across processes.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):

@@ -113,14 +113,6 @@ def _tiny_encoder(tokenizer, seed: int = 0):
 TEST_CONFIG = RecipeConfig(encoder="tiny-bert", d_r=256, lr=1e-3, batch_size=16, checkpoint_every=1000)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; on shared cores two threads can be 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @dataclass
 class Setup:

@@ -25,13 +25,6 @@ EDITS = [
 UNRELATED = ["Q: What is water? A:", "The sky is blue and the grass", "Music, art and science are"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def tok():

@@ -25,6 +25,8 @@ _EXPORTS = MappingProxyType({
     "load": "wiseedit.api",
     "edit": "wiseedit.api",
     "merge_shards": "wiseedit.api",
+    "train_recipe": "wiseedit.api",
+    "TrainingRun": "wiseedit.api",
     "EditResult": "wiseedit.api",
     "EditOutcome": "wiseedit.api",
     "MergeResult": "wiseedit.api",

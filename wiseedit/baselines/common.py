@@ -4,9 +4,7 @@ freezing the model while one tensor trains, and what a module hook needs to know
 from __future__ import annotations
 
 import inspect
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +12,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from wiseedit.models.modules import get_module
+from wiseedit.methods.training import frozen  # noqa: F401  (re-exported for the baselines)
 from wiseedit.models.presets import edited_module_path
 
 
@@ -57,18 +56,6 @@ def target_hits(logits: torch.Tensor, edit: EncodedEdit) -> torch.Tensor:
     return logits[0, edit.prompt_len - 1 : -1].argmax(-1) == edit.target_ids
 
 
-@contextmanager
-def frozen(model: nn.Module) -> Iterator[None]:
-    """Turn off gradients for every parameter of `model` (so backward stops at the trained tensor) and
-    give each its previous `requires_grad` back afterwards."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
 
 
 def is_conv1d(module: nn.Module) -> bool:

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from wiseedit.cli import edit_cmd, eval_cmd, export_cmd, load_cmd, merge_cmd
+from wiseedit.cli import edit_cmd, eval_cmd, export_cmd, load_cmd, merge_cmd, train_recipe_cmd
 
 EDITING_PANEL = "Editing"
 EVALUATING_PANEL = "Evaluating"
@@ -48,6 +48,9 @@ def build_app() -> typer.Typer:
                 short_help="Teach a model new facts; save them as a delta.")(edit_cmd.edit_command)
     app.command("merge-shards", help=merge_cmd.HELP, rich_help_panel=EDITING_PANEL,
                 short_help="Merge a WISE delta's pending shards now.")(merge_cmd.merge_command)
+    app.command("train-recipe", help=train_recipe_cmd.HELP, rich_help_panel=EDITING_PANEL,
+                short_help="Meta-train RECIPE's retriever and prompts for a base model.")(
+                    train_recipe_cmd.train_recipe_command)
     app.command("eval", help=eval_cmd.HELP, rich_help_panel=EVALUATING_PANEL,
                 short_help="Measure methods on a suite (Rel/Gen/Loc vs T), or audit a delta.")(eval_cmd.eval_command)
     app.command("load", help=load_cmd.HELP, rich_help_panel=USING_PANEL,

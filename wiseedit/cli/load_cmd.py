@@ -9,7 +9,6 @@ import typer
 from rich.text import Text
 
 from wiseedit.cli.common import (
-    OUTPUT_PANEL,
     DebugOpt,
     DeviceOpt,
     DTypeOpt,

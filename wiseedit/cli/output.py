@@ -39,7 +39,8 @@ def note(console: Console):
     """A log function for the library's ``log=`` argument: dim one-line notes on stderr."""
 
     def log(message: str) -> None:
-        console.print(f"[dim]{escape(message)}[/dim]")
+        # soft_wrap: a note is one line, its paths unbroken, however narrow the terminal
+        console.print(f"[dim]{escape(message)}[/dim]", soft_wrap=True)
 
     return log
 
@@ -109,3 +110,31 @@ def generations_table(rows: list[dict], compare: bool) -> Table:
         cells = [row["prompt"], row["output"]] + ([row["base_output"]] if compare else [])
         table.add_row(*(escape(c) for c in cells))
     return table
+
+
+class StepProgress:
+    """A rich progress bar over training steps (bar, M/N, running loss, elapsed, ETA), fed by the
+    library's ``TrainProgress`` reports; it starts at the first report, at the step a run resumes from,
+    so the ETA counts only the steps left."""
+
+    def __init__(self, console: Console, description: str = "meta-training"):
+        self.description = description
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                                 TimeRemainingColumn(), console=console)
+        self.task = None
+
+    def __enter__(self) -> "StepProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.task is not None:
+            self.progress.stop()
+
+    def __call__(self, report) -> None:
+        loss = "-" if report.running_loss is None else f"{report.running_loss:.4f}"
+        if self.task is None:
+            self.progress.start()
+            self.task = self.progress.add_task(self.description, total=report.steps, completed=report.step,
+                                               loss=loss)
+        self.progress.update(self.task, completed=report.step, total=report.steps, loss=loss)

@@ -145,8 +145,8 @@ def load_suite(name: str) -> Suite:
     spec = SUITES.get(name)
     if spec is None:
         raise BadInputError(f"Unknown suite {name!r}; the suites are: {', '.join(SUITE_NAMES)}.")
-    edits = _records(spec)
-    pool = _irrelevant_pool(shipped_rows(spec.pool), _evaluated_prompts(edits))
+    edits = shipped_records(spec.edits, spec.name)
+    pool = _irrelevant_pool(shipped_rows(spec.pool), evaluated_prompts(edits))
     edits = [replace(e, irrelevant=pool[i % len(pool)]) for i, e in enumerate(edits)]
     return Suite(spec.name, spec.kind, edits, pool)
 
@@ -189,19 +189,18 @@ def _world_suite() -> Suite:
     return Suite(WORLD, "qa", with_irrelevant(edits, pool), pool)
 
 
-def _records(spec: SuiteSpec) -> list[EditRecord]:
-    """The edit file's rows as EditRecords, through the layouts the edit reader uses; a record's
-    ``source`` is ``<file>[<index in the JSON array>]`` and rows without an id get ``<suite>:<index>``."""
+def shipped_records(file: ShippedFile, name: str) -> list[EditRecord]:
+    """The rows of shipped `file` as EditRecords, through the layouts the edit reader uses; a record's
+    ``source`` is ``<file>[<index in the JSON array>]`` and rows without an id get ``<name>:<index>``."""
     problems: list[str] = []
-    records = [to_edit_record(row, where=f"{spec.edits.name}[{i}]", default_id=f"{spec.name}:{i}",
-                              problems=problems)
-               for i, row in enumerate(shipped_rows(spec.edits))]
+    records = [to_edit_record(row, where=f"{file.name}[{i}]", default_id=f"{name}:{i}", problems=problems)
+               for i, row in enumerate(shipped_rows(file))]
     if problems:  # the files are checksummed: this means the layout code changed under them
         raise InputProblems(problems)
     return records
 
 
-def _evaluated_prompts(edits: list[EditRecord]) -> set[str]:
+def evaluated_prompts(edits: list[EditRecord]) -> set[str]:
     """Every prompt a suite's metrics run on: a pool row with one of these would leak into training."""
     prompts = set()
     for e in edits:

@@ -4,7 +4,8 @@ A checkpoint is a directory ``<out_dir>/step-<8 digits>/``, written whole throug
 :func:`~wiseedit.artifacts.atomic.atomic_directory` (temporary sibling, then rename):
 
 - ``recipe_checkpoint.json``: format, :class:`RecipeConfig`, the encoder's Hugging Face config, the base
-  LLM (fingerprint, hidden size, name), step, seed, library versions, the last losses;
+  LLM (fingerprint, hidden size, name), step, seed, the training data (name, size, sha256), library
+  versions, the last losses;
 - ``recipe.safetensors``: the weights of :class:`RecipeNetworks` (encoder, MLP_K, MLP_Q, MLP_P,
   sentinel) — all inference needs, with the tokenizer;
 - ``encoder_tokenizer/``: the encoder's tokenizer files;
@@ -68,8 +69,11 @@ def check_base(meta: dict, llm, where: Path) -> None:
 # -- writing ---------------------------------------------------------------------------------------
 
 def save_checkpoint(out_dir: Path, networks: RecipeNetworks, optimizer: torch.optim.Optimizer, step: int,
-                    seed: int, base: dict, losses: dict | None = None) -> Path:
-    """Write checkpoint ``step`` under `out_dir` atomically and prune old ones; returns its path."""
+                    seed: int, base: dict, losses: dict | None = None, data: dict | None = None) -> Path:
+    """Write checkpoint ``step`` under `out_dir` atomically and prune old ones; returns its path.
+
+    `data` describes the training data (name, size, hash; see :mod:`wiseedit.recipe.sources`), so that a
+    resumed run can refuse other data."""
     out_dir = Path(out_dir)
     final = out_dir / f"step-{step:08d}"
     meta = {
@@ -80,6 +84,7 @@ def save_checkpoint(out_dir: Path, networks: RecipeNetworks, optimizer: torch.op
         "step": step,
         "seed": seed,
         "losses": losses or {},
+        "data": data or {},
         "versions": {p: _version(p) for p in ("wiseedit", "torch", "transformers")},
     }
     with atomic_directory(final, overwrite=True) as tmp:

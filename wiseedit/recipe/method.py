@@ -27,7 +27,7 @@ import torch
 from wiseedit.edits.record import EditRecord
 from wiseedit.errors import BadInputError
 from wiseedit.methods.base import EditingMethod, MethodState, ProgressFn
-from wiseedit.recipe.checkpoint import load_networks, weights_sha256
+from wiseedit.recipe.checkpoint import META_FILE, WEIGHTS_FILE, load_networks, weights_sha256
 from wiseedit.recipe.data import statement
 from wiseedit.recipe.networks import RecipeNetworks
 from wiseedit.recipe.prefix import PromptInjector
@@ -63,7 +63,7 @@ class RecipeMethod(EditingMethod):
         options = _resolved_options(options)
         if options["checkpoint"] is None:
             raise BadInputError("RECIPE needs a meta-trained checkpoint for this model: give the option "
-                                "checkpoint=<folder> (made by wiseedit.recipe.train_recipe)")
+                                "checkpoint=<folder> (made by wiseedit train-recipe)")
         networks, _, path = load_networks(options["checkpoint"], llm=model, device=_device(model))
         options["checkpoint"] = str(path.resolve())
         return cls(model, tokenizer, networks, path.resolve(), weights_sha256(path), options)
@@ -75,8 +75,11 @@ class RecipeMethod(EditingMethod):
             raise BadInputError(f"RECIPE state version {saved.get('version')} is not readable by this "
                                 f"wiseedit (version {STATE_VERSION})")
         path = Path(saved["options"]["checkpoint"])
-        if not path.is_dir():
-            raise BadInputError(f"the RECIPE checkpoint {path} this delta was made with is missing")
+        if not (path / META_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
+            raise BadInputError(f"the RECIPE checkpoint {path} this delta was made with is missing (moved, "
+                                "deleted, or pruned by further training): put it back there, or set "
+                                "method_state.options.checkpoint in the delta's wiseedit_config.json to "
+                                "where it is now")
         sha = weights_sha256(path)
         if sha != saved["checkpoint_sha256"]:
             raise BadInputError(f"the RECIPE checkpoint {path} is not the one this delta was made with "

@@ -17,7 +17,7 @@ import json
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -42,6 +42,9 @@ from wiseedit.recipe.networks import RecipeNetworks
 from wiseedit.recipe.prefix import prompted_logits
 
 LOG_FILE = "train_log.jsonl"
+#: Config fields that only say how often to save or how edits are batched later: a run may resume
+#: with other values of these; every other field must match the checkpoint's.
+_BOOKKEEPING_FIELDS = ("checkpoint_every", "keep_checkpoints", "encode_batch_size")
 
 
 @dataclass
@@ -57,7 +60,8 @@ class TrainResult:
 def train_recipe(llm, llm_tokenizer, encoder: str | Path | tuple | None, train_edits: Sequence[EditRecord],
                  config: RecipeConfig | None = None, out_dir: str | Path = "recipe-checkpoints",
                  steps: int = 1000, seed: int = 0, progress: ProgressFn | None = None,
-                 resume: bool = True) -> TrainResult:
+                 resume: bool = True, on_step: Callable[[dict], None] | None = None,
+                 data: dict | None = None) -> TrainResult:
     """Meta-train RECIPE for `llm` on `train_edits` until `steps` steps are done in total.
 
     `encoder` is a name or folder for :func:`~wiseedit.recipe.encoder.load_encoder` (None:
@@ -66,7 +70,9 @@ def train_recipe(llm, llm_tokenizer, encoder: str | Path | tuple | None, train_e
     ``config.checkpoint_every`` steps and at the end; each step's losses are appended to
     ``<out_dir>/train_log.jsonl`` and returned in :attr:`TrainResult.history`. `progress` is called
     with (steps done, steps in total). With `resume`, training continues from the newest checkpoint
-    in `out_dir` (same config, seed and base required; `encoder` is then not loaded).
+    in `out_dir` (same config, seed and base required; `encoder` is then not loaded). `on_step` gets
+    each step's log record (``step``, ``loss`` and each loss term). `data` (name, size, hash of the
+    training data) is recorded in the checkpoints.
     """
     config = config or RecipeConfig()
     encoder = config.encoder if encoder is None else encoder
@@ -98,13 +104,15 @@ def train_recipe(llm, llm_tokenizer, encoder: str | Path | tuple | None, train_e
             record = {"step": step + 1, "loss": total.item(), **{k: v.item() for k, v in losses.items()}}
             history.append(record)
             _append_log(out_dir / LOG_FILE, record)
+            if on_step:
+                on_step(record)
             if progress:
                 progress(step + 1, steps)
             if (step + 1) % config.checkpoint_every == 0 or step + 1 == steps:
-                last = save_checkpoint(out_dir, networks, optimizer, step + 1, seed, base, record)
+                last = save_checkpoint(out_dir, networks, optimizer, step + 1, seed, base, record, data)
         if last is None:  # nothing left to do: the newest checkpoint is the result
             last = list_checkpoints(out_dir)[-1] if start else save_checkpoint(
-                out_dir, networks, optimizer, 0, seed, base)
+                out_dir, networks, optimizer, 0, seed, base, data=data)
     return TrainResult(networks.eval(), last, start, history)
 
 
@@ -114,7 +122,7 @@ def _initial_networks(llm, encoder, config: RecipeConfig, out_dir: Path, seed: i
     if found:
         meta = read_meta(found[-1])
         check_base(meta, llm, found[-1])
-        if meta["config"] != config.to_dict() or meta["seed"] != seed:
+        if _training_fields(meta["config"]) != _training_fields(config.to_dict()) or meta["seed"] != seed:
             raise BadInputError(f"the checkpoint {found[-1]} was trained with another config or seed; "
                                 "resume with the same ones, or use another out_dir")
         networks, _, _ = load_networks(found[-1], device=device)
@@ -123,6 +131,10 @@ def _initial_networks(llm, encoder, config: RecipeConfig, out_dir: Path, seed: i
     networks = RecipeNetworks(SentenceEncoder(model, tokenizer, config.max_text_tokens), config,
                               llm_hidden_size(llm))
     return networks.to(device), 0
+
+
+def _training_fields(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in _BOOKKEEPING_FIELDS}
 
 
 def _step_losses(networks: RecipeNetworks, llm, tokenizer, items: list[TrainItem], margin: float,

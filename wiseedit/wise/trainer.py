@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from wiseedit.methods.training import frozen
 from wiseedit.wise.activation_cache import replay_lower_layers
 from wiseedit.wise.batch import EditBatch
 from wiseedit.wise.side_memory import SideMemoryLayer
@@ -105,7 +106,7 @@ class ShardTrainer:
                   if cached else nullcontext())
         prev, steps, loss_value = None, 0, float("nan")
         try:
-            with replay:
+            with frozen(self.model), replay:  # gradients flow to the delta only
                 for steps in range(1, hp.n_iter + 1):
                     with self.layer.training_delta(delta):
                         logits, targets = self._logits_at_targets(batch, cached)

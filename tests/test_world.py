@@ -1,0 +1,58 @@
+"""The built-in world: deterministic generation, disjoint splits, and a shipped model that knows it."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+
+from wiseedit.world.generator import build_world
+from wiseedit.world.relations import OBJECTS, RELATIONS
+from wiseedit.world.suite import EDITED_RELATIONS, world_edits
+
+
+def test_world_is_deterministic_and_rich_enough():
+    a, b = build_world(), build_world()
+    assert a.entities == b.entities and a.facts == b.facts and a.split_of == b.split_of
+    assert len(a.entities) >= 300 and len(RELATIONS) >= 6
+    assert all(len(r.phrasings) >= 6 for r in RELATIONS)
+    assert any(r.phrasings[0].startswith("Q:") or "Q:" in p for r in RELATIONS for p in r.phrasings)
+    assert any(" " in o for objects in OBJECTS.values() for o in objects)  # multi-word objects
+    types = [r.object_type for r in RELATIONS]
+    assert len(set(types)) < len(types)  # an object type shared by two relations
+    assert build_world(seed=7).facts != a.facts
+
+
+def test_suite_splits_never_overlap_and_edits_are_counterfactual():
+    world = build_world()
+    evaluated = world_edits("eval", world=world)
+    training = world_edits("train", world=world)
+    assert len(evaluated) >= 1000
+    assert not {e.subject for e in evaluated} & {e.subject for e in training}
+    pool = set(world.entities_in("irrelevant"))
+    for edit in evaluated[:200]:
+        assert edit.target != edit.extra["ground_truth"]
+        assert len(edit.rephrase) == 5 and edit.prompt not in edit.rephrase
+        same, other = edit.locality
+        assert edit.subject in same.prompt and world.split_of[edit.subject] == "eval"
+        assert any(p in edit.irrelevant for p in pool)
+    per_person = {}
+    for edit in evaluated:
+        per_person.setdefault(edit.subject, set()).add(edit.extra["relation"])
+    assert all(len(r) == EDITED_RELATIONS for r in per_person.values())
+
+
+def test_shipped_model_loads_offline_and_knows_the_world():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from wiseedit.models import load_base, resolve_model
+    from wiseedit.world.recall import recall_by_phrasing
+
+    source = resolve_model("world")
+    assert source.builtin and (source.path / "model.safetensors").stat().st_size < 25 * 2**20
+    AutoTokenizer.from_pretrained(source.path)
+    AutoModelForCausalLM.from_pretrained(source.path)
+    loaded = load_base("world", device="cpu")
+    world = build_world()
+    report = recall_by_phrasing(loaded.model, loaded.tokenizer, world, subjects=world.entities[::20])
+    assert report["min"] >= 0.95, report

