@@ -56,3 +56,14 @@ def test_shipped_model_loads_offline_and_knows_the_world():
     world = build_world()
     report = recall_by_phrasing(loaded.model, loaded.tokenizer, world, subjects=world.entities[::20])
     assert report["min"] >= 0.95, report
+
+
+def test_world_exports_as_readable_jsonl(tmp_path, capsys):
+    from wiseedit.edits import read_edits
+    from wiseedit.world.suite import main
+
+    for split, count in (("facts", 400 * 7), ("train", 700)):
+        main(["--split", split])
+        path = tmp_path / f"{split}.jsonl"
+        path.write_text(capsys.readouterr().out, encoding="utf-8")
+        assert len(read_edits(path)) == count

@@ -69,3 +69,33 @@ def world_edits(split: str = "eval", seed: int = DEFAULT_SEED, world: World | No
             extra={"relation": relation, "ground_truth": old},
         ))
     return edits
+
+
+def world_facts(seed: int = DEFAULT_SEED, world: World | None = None) -> list[EditRecord]:
+    """Every true fact of the world as an edit record (the fact under phrasing 0, the others as
+    rephrasings, the true object as target): the world itself, in wiseedit's edit format."""
+    world = world or build_world(seed)
+    return [EditRecord(prompt=rel.render(person, 0), target=world.facts[(person, rel.name)],
+                       id=f"world-fact-{person.replace(' ', '_')}-{rel.name}", subject=person,
+                       rephrase=tuple(rel.render(person, k) for k in range(1, len(rel.phrasings))),
+                       extra={"relation": rel.name, "split": world.split_of[person]})
+            for person in world.entities for rel in world.relations]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m wiseedit.world.suite [--split eval|train|facts] [--seed S]``: JSONL on stdout."""
+    import argparse
+    import json
+    import sys
+
+    parser = argparse.ArgumentParser(description="Write the world's edits or facts as JSONL (wiseedit's edit format).")
+    parser.add_argument("--split", choices=("eval", "train", "facts"), default="eval")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    args = parser.parse_args(argv)
+    records = world_facts(args.seed) if args.split == "facts" else world_edits(args.split, args.seed)
+    for record in records:
+        sys.stdout.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+    main()
