@@ -19,7 +19,7 @@ from wiseedit.cli.common import (
 from wiseedit.cli.output import facts_table, generations_table, note, print_json, stderr_console
 from wiseedit.errors import BadInputError
 
-EXAMPLE = 'wiseedit load --delta world.wiseedit -p "Velmora is a city in" --compare'
+EXAMPLE = 'wiseedit load --delta world.wiseedit -p "Yobo Coryarcor speaks" --compare'
 
 HELP = "\n\n".join([
     "Load a model with a delta, show what the delta holds, and generate from it.",
