@@ -24,6 +24,7 @@ import torch
 from wiseedit.edits.record import EditRecord
 from wiseedit.errors import BadInputError
 from wiseedit.methods.base import ProgressFn
+from wiseedit.methods.training import frozen
 from wiseedit.recipe.checkpoint import (
     base_description,
     check_base,
@@ -180,17 +181,13 @@ def _mix(seed: int, counter: int, stream: int) -> int:
 
 @contextmanager
 def _frozen(llm) -> Iterator[None]:
-    """The LLM in eval mode without parameter gradients; its flags are given back afterwards."""
-    flags = [(p, p.requires_grad) for p in llm.parameters()]
+    """The LLM in eval mode without parameter gradients; its mode and flags are given back afterwards."""
     was_training = llm.training
     llm.eval()
-    for p, _ in flags:
-        p.requires_grad_(False)
     try:
-        yield
+        with frozen(llm):
+            yield
     finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
         llm.train(was_training)
 
 
