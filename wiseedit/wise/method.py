@@ -55,7 +55,6 @@ class WiseMethod(EditingMethod):
         self.current: Memory | None = None
         self.routing = RoutingState()
         self._input_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # prompt -> inputs, mask
-        self._negatives: list[str] = []  # irrelevant rows used so far (replayed as negatives)
         base = get_module(model, module_path)
         self.layer = SideMemoryLayer(base, self.routing)
         set_module(model, module_path, self.layer)
@@ -112,11 +111,6 @@ class WiseMethod(EditingMethod):
         if self.current is None:
             self._start_shard()
         irrelevant = [irrelevant_row(e.irrelevant, cfg.seed, self.num_edits + i) for i, e in enumerate(edits)]
-        seen = self._negatives
-        if cfg.negatives > 1 and seen:
-            rng = random.Random(f"{cfg.seed}:negatives:{self.num_edits}")
-            irrelevant += rng.sample(seen, min(len(seen), (cfg.negatives - 1) * len(edits)))
-        self._negatives = seen + irrelevant[: len(edits)]
         irrelevant += self._replay_rows(len(edits))
         device = self.model.get_input_embeddings().weight.device
         batch = build_batch(self.tokenizer, edits, self.templates, irrelevant).to(device)
