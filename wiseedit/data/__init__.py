@@ -1,1 +1,1 @@
-"""Data files shipped inside the package (read with importlib.resources, never from ../shared)."""
+"""Data files shipped inside the package, read with importlib.resources (nothing outside the package is read)."""
