@@ -4,7 +4,6 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import pytest
 
 from wiseedit.world.generator import build_world
 from wiseedit.world.relations import OBJECTS, RELATIONS

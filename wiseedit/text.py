@@ -21,7 +21,6 @@ class EncodedPairs:
     attention_mask: torch.Tensor  # (B, T)
     prompt_mask: torch.Tensor     # (B, T) True on prompt tokens (all tokens of a row without answer)
     labels: torch.Tensor          # (B, T) answer token ids at answer positions, -100 elsewhere
-    spans: list[tuple[int, int]]  # per row, [start, end) of the answer tokens
 
 
 def pair_token_ids(tokenizer, prompt: str, answer: str | None) -> tuple[list[int], list[int]]:
@@ -41,7 +40,6 @@ def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str | None]]) -> EncodedP
     attention_mask = torch.zeros((batch, width), dtype=torch.long)
     prompt_mask = torch.zeros((batch, width), dtype=torch.bool)
     labels = torch.full((batch, width), -100, dtype=torch.long)
-    spans = []
     for r, (p, a) in enumerate(rows):
         n = len(p) + len(a)
         input_ids[r, :n] = torch.tensor(p + a)
@@ -49,8 +47,7 @@ def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str | None]]) -> EncodedP
         prompt_mask[r, : len(p)] = True
         if a:
             labels[r, len(p):n] = torch.tensor(a)
-        spans.append((len(p), n))
-    return EncodedPairs(input_ids, attention_mask, prompt_mask, labels, spans)
+    return EncodedPairs(input_ids, attention_mask, prompt_mask, labels)
 
 
 def special_token_mask(tokenizer, input_ids: torch.Tensor) -> torch.Tensor:

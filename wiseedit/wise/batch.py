@@ -19,12 +19,10 @@ class EditBatch:
     prompt_mask: torch.Tensor     # (B, T) the tokens the router looks at (the prompt of each row)
     labels: torch.Tensor          # (B, T) target token ids at target positions, -100 elsewhere
     num_edit_rows: int
-    prompts: list[str]            # the prompt text of each edit row
 
     def to(self, device) -> "EditBatch":
         return EditBatch(self.input_ids.to(device), self.attention_mask.to(device),
-                         self.prompt_mask.to(device), self.labels.to(device), self.num_edit_rows,
-                         self.prompts)
+                         self.prompt_mask.to(device), self.labels.to(device), self.num_edit_rows)
 
 
 def build_batch(tokenizer, edits: Sequence[EditRecord], templates: Sequence[str],
@@ -41,7 +39,7 @@ def build_batch(tokenizer, edits: Sequence[EditRecord], templates: Sequence[str]
     enc = encode_pairs(tokenizer, pairs)
     route = _routing_mask(tokenizer, enc, [t for _ in edits for t in templates])
     return EditBatch(enc.input_ids, enc.attention_mask, route, enc.labels,
-                     num_edit_rows=len(edits) * len(templates), prompts=[p for p, _ in pairs[: len(edits) * len(templates)]])
+                     num_edit_rows=len(edits) * len(templates))
 
 
 def build_prompt_batch(tokenizer, prompts: Sequence[str], templates: Sequence[str]) -> EncodedPairs:

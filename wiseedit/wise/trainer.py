@@ -49,7 +49,6 @@ class Hyper:
 @dataclass
 class TrainResult:
     delta: torch.Tensor   # (out, in) float32, the shard's new delta
-    edit_scores: list[float]
     steps: int
     loss: float
 
@@ -126,7 +125,4 @@ class ShardTrainer:
                     prev = loss_value
         finally:
             hook.remove()
-        with torch.no_grad():
-            final = self.layer.scores(self.layer.delta_out(captured["h"], delta), delta, batch.prompt_mask)
-        return TrainResult(delta=delta.detach(), edit_scores=final[: batch.num_edit_rows].tolist(),
-                           steps=steps, loss=loss_value)
+        return TrainResult(delta=delta.detach(), steps=steps, loss=loss_value)
