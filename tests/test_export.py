@@ -239,6 +239,18 @@ def test_merged_weight_respects_layout_dtype_and_refuses_nan():
 # -- refusals (CLI) ---------------------------------------------------------------------------------------
 
 
+def test_load_compare_on_an_exported_folder_needs_no_delta(edited, tokenizer, tmp_path):
+    folder = export_model(None, edited["llama"].delta.path, tmp_path / "export", device="cpu").path
+    result = CliRunner(env=ENV).invoke(app, ["load", "--model", str(folder), "-p", EDITS[0].prompt,
+                                             "--compare", "--max-new-tokens", "3", "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["delta"] == str(folder / DELTA_SUBDIR) and document["edits"] == len(EDITS)
+    [row] = document["generations"]
+    assert row["output"] == edited["llama"].edited.generate([EDITS[0].prompt], 3)[0]
+    assert row["output"] != row["base_output"]
+
+
 @pytest.fixture
 def run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -433,3 +433,42 @@ def test_default_encoder_is_the_bundled_minilm():
 
     path = Path(resolve_encoder_path(RecipeConfig().encoder))
     assert (path / "config.json").is_file() and (path / "model.safetensors").is_file()
+
+
+def test_self_contained_export_carries_its_checkpoint(llama, tmp_path):
+    """The exported folder holds the checkpoint: it loads after the original is deleted and the folder
+    moved, and gives the in-process edited model's logits exactly."""
+    import shutil
+
+    import wiseedit
+    from wiseedit.export.exporter import export_model
+    from wiseedit.session import load_edited
+
+    tok = llama.world.tokenizer
+    base_dir = tmp_path / "base"
+    llama.llm.save_pretrained(base_dir)
+    tok.save_pretrained(base_dir)
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(list_checkpoints(llama.checkpoint)[-1], checkpoint)
+    edits = llama.world.train[:5]
+    result = wiseedit.edit(str(base_dir), edits, method="recipe", options={"checkpoint": str(checkpoint)},
+                           out=tmp_path / "delta", device="cpu")
+    export_model(str(base_dir), result.delta.path, tmp_path / "export", device="cpu")
+    shutil.rmtree(checkpoint)
+    moved = tmp_path / "moved"
+    (tmp_path / "export").rename(moved)
+
+    pairs = _pairs(edits) + llama.world.unrelated[:5]
+    batch = right_padded([encode_pair(tok, p, a) for p, a in pairs], tok.pad_token_id)
+    method = RecipeMethod.create(llama.llm, tok, {"checkpoint": str(llama.checkpoint)})
+    try:
+        method.apply(edits)
+        with method.query_tokens(batch.prompt_mask):
+            want = llama.llm(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    finally:
+        method.detach()
+    exported = load_edited(str(moved), device="cpu")
+    with exported.method.query_tokens(batch.prompt_mask):
+        got = exported.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    assert torch.equal(got, want)
+    assert exported.method.checkpoint == (moved / "wiseedit_delta" / "recipe_checkpoint").resolve()

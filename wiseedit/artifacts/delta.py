@@ -179,7 +179,7 @@ def save_delta(
         atomic_write_text(tmp / EDITS_FILE, edits_text)
         atomic_write_text(tmp / CONFIG_FILE, config_text)
     saved = json.loads(config_text)  # exactly what a reload gives (tuples become lists, ...)
-    return Delta(path, saved, MethodState(saved["method_state"], tensors), log, edits_text)
+    return Delta(path, saved, MethodState(saved["method_state"], tensors, Path(path)), log, edits_text)
 
 
 def load_delta(path: Path) -> Delta:
@@ -193,7 +193,7 @@ def load_delta(path: Path) -> Delta:
     config = read_config(path)
     tensors = read_tensors(path, config["method"])
     edits_text, log = read_edits(path, config["num_edits"])
-    return Delta(path, config, MethodState(config["method_state"], tensors), log, edits_text)
+    return Delta(path, config, MethodState(config["method_state"], tensors, path), log, edits_text)
 
 
 def check_base(delta: Delta, fingerprint: str, base_name: str) -> None:

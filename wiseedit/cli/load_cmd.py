@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.text import Text
@@ -34,9 +34,9 @@ PROMPT_PANEL = "Generation"
 @reports_errors
 def load_command(
     model: ModelOpt = None,
-    delta: Annotated[Optional[Path], typer.Option(
+    delta: Annotated[Path | None, typer.Option(
         "--delta", "-d", metavar="DIR", help="The delta directory to apply (written by wiseedit edit).")] = None,
-    prompt: Annotated[Optional[list[str]], typer.Option(
+    prompt: Annotated[list[str] | None, typer.Option(
         "--prompt", "-p", metavar="TEXT", rich_help_panel=PROMPT_PANEL, show_default=False,
         help="A prompt to continue greedily; repeatable.")] = None,
     compare: Annotated[bool, typer.Option(
@@ -50,10 +50,12 @@ def load_command(
     json_output: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
+    from wiseedit.export.detect import exported_delta
     from wiseedit.session import load_edited
 
-    if compare and delta is None:
-        raise BadInputError("--compare puts the edited and the base model side by side: pass --delta too")
+    if compare and delta is None and exported_delta(model) is None:
+        raise BadInputError("--compare puts the edited and the base model side by side: pass --delta "
+                            "(or --model a folder made by wiseedit export)")
     if compare and not prompt:
         raise BadInputError("--compare compares continuations: pass at least one --prompt")
     console = stderr_console()

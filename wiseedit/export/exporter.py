@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-from wiseedit.artifacts import Delta, atomic_directory, atomic_write_text, backup_path, check_base, load_delta
+from wiseedit.artifacts import CONFIG_FILE, Delta, atomic_directory, atomic_write_text, backup_path, check_base, load_delta
 from wiseedit.artifacts.atomic import interrupted_write_message
 from wiseedit.errors import BadInputError, WiseEditError
 from wiseedit.export import measure
@@ -23,6 +23,7 @@ from wiseedit.export.detect import DELTA_SUBDIR, MERGED_EDITS_FILE, PROVENANCE_F
 from wiseedit.export.merged import LocalityTooLow, bake, check_mergeable, consolidated_delta
 from wiseedit.export.selfcontained import add_remote_code, copy_delta, remove_remote_code
 from wiseedit.models import DType, LoadedModel, ModelSource, base_fingerprint, get_module, load_base, resolve_model
+from wiseedit.recipe.checkpoint import bundle_checkpoint
 from wiseedit.session import LogFn, attach, base_name
 
 ExportForm = Literal["self-contained", "merged"]
@@ -98,7 +99,9 @@ def export_model(model: str | None, delta: str | Path, out: str | Path, *, merge
             atomic_write_text(tmp / MERGED_EDITS_FILE, saved.edits_text)
             remove_remote_code(tmp)
         else:
-            copy_delta(saved, tmp)
+            copied = copy_delta(saved, tmp)
+            if saved.method == "recipe":  # its networks live in a checkpoint outside the delta: carry it
+                bundle_checkpoint(copied, CONFIG_FILE)
             add_remote_code(tmp)
         atomic_write_text(tmp / PROVENANCE_FILE, json.dumps(provenance, indent=2, ensure_ascii=False) + "\n")
         card = _card_facts(out.name, provenance, saved, metrics, base.source.hub_id)

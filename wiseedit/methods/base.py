@@ -10,9 +10,11 @@ state on the same base model; ``detach`` gives the model its base behaviour back
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Iterator, Sequence
+from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -29,6 +31,7 @@ class MethodState:
 
     config: dict
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    folder: Path | None = None  # the delta directory it was read from (relative paths in it resolve there)
 
 
 class EditingMethod(ABC):
@@ -43,12 +46,12 @@ class EditingMethod(ABC):
 
     @classmethod
     @abstractmethod
-    def create(cls, model, tokenizer, options: dict | None = None) -> "EditingMethod":
+    def create(cls, model, tokenizer, options: dict | None = None) -> EditingMethod:
         """Attach a fresh method (no edits yet) to `model`; `options` override its defaults."""
 
     @classmethod
     @abstractmethod
-    def restore(cls, model, tokenizer, state: MethodState) -> "EditingMethod":
+    def restore(cls, model, tokenizer, state: MethodState) -> EditingMethod:
         """Attach a method saved by :meth:`state` to `model` (the same base it was made on)."""
 
     @abstractmethod

@@ -120,6 +120,35 @@ def _version(package: str) -> str:
 
 # -- reading ---------------------------------------------------------------------------------------
 
+#: Where a self-contained export keeps a RECIPE delta's checkpoint, relative to the delta directory.
+BUNDLED_DIR = "recipe_checkpoint"
+
+
+def bundle_checkpoint(delta_dir: Path, config_file: str) -> Path:
+    """Copy the checkpoint that the RECIPE delta in `delta_dir` names into ``delta_dir/recipe_checkpoint``
+    (the files inference reads: weights, metadata, encoder tokenizer; not the optimiser state) and point
+    the delta's ``method_state.options.checkpoint`` at it by relative path, so the folder can move.
+    The copy must hash like the original (the delta's ``checkpoint_sha256``)."""
+    config_path = delta_dir / config_file
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    state = config["method_state"]
+    source = Path(state["options"]["checkpoint"])
+    if not source.is_absolute():
+        source = delta_dir / source
+    target = delta_dir / BUNDLED_DIR
+    if source.resolve() != target.resolve():
+        target.mkdir()
+        for name in (META_FILE, WEIGHTS_FILE):
+            shutil.copyfile(source / name, target / name)
+        shutil.copytree(source / TOKENIZER_DIR, target / TOKENIZER_DIR)
+    if weights_sha256(target) != state["checkpoint_sha256"]:
+        raise BadInputError(f"the RECIPE checkpoint {source} is not the one the delta was made with")
+    state["options"]["checkpoint"] = BUNDLED_DIR
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
+                           encoding="utf-8")
+    return target
+
+
 def list_checkpoints(out_dir: Path) -> list[Path]:
     """The complete checkpoints in `out_dir`, oldest first."""
     out_dir = Path(out_dir)

@@ -18,16 +18,21 @@ keys remembered per token sequence, so repeated prompts are encoded once).
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import Sequence
 
 import torch
 
 from wiseedit.edits.record import EditRecord
 from wiseedit.errors import BadInputError
 from wiseedit.methods.base import EditingMethod, MethodState, ProgressFn
-from wiseedit.recipe.checkpoint import META_FILE, WEIGHTS_FILE, load_networks, weights_sha256
+from wiseedit.recipe.checkpoint import (
+    META_FILE,
+    WEIGHTS_FILE,
+    load_networks,
+    weights_sha256,
+)
 from wiseedit.recipe.data import statement
 from wiseedit.recipe.networks import RecipeNetworks
 from wiseedit.recipe.prefix import PromptInjector
@@ -59,7 +64,7 @@ class RecipeMethod(EditingMethod):
     # -- construction -------------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, model, tokenizer, options: dict | None = None) -> "RecipeMethod":
+    def create(cls, model, tokenizer, options: dict | None = None) -> RecipeMethod:
         options = _resolved_options(options)
         if options["checkpoint"] is None:
             raise BadInputError("RECIPE needs a meta-trained checkpoint for this model: give the option "
@@ -69,12 +74,14 @@ class RecipeMethod(EditingMethod):
         return cls(model, tokenizer, networks, path.resolve(), weights_sha256(path), options)
 
     @classmethod
-    def restore(cls, model, tokenizer, state: MethodState) -> "RecipeMethod":
+    def restore(cls, model, tokenizer, state: MethodState) -> RecipeMethod:
         saved = state.config
         if saved.get("version") != STATE_VERSION:
             raise BadInputError(f"RECIPE state version {saved.get('version')} is not readable by this "
                                 f"wiseedit (version {STATE_VERSION})")
         path = Path(saved["options"]["checkpoint"])
+        if not path.is_absolute() and state.folder is not None:
+            path = (Path(state.folder) / path).resolve()  # a checkpoint bundled inside the delta (wiseedit export)
         if not (path / META_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
             raise BadInputError(f"the RECIPE checkpoint {path} this delta was made with is missing (moved, "
                                 "deleted, or pruned by further training): put it back there, or set "

@@ -24,6 +24,7 @@ class WiseConfig:
     # -- how margins and lr are scaled
     preset: Literal["auto", "reference"] = "auto"
     # -- routing
+    pooling: str | None = None      # routing score over the prompt's tokens: "last" (auto) or "mean" (reference)
     act_ratio: float | None = None  # threshold = act_ratio x min edit score of a memory; None: preset
     # -- training one edit (wise.md section 4)
     n_iter: int | None = None       # optimisation steps per edit; None: preset (70 Llama, 40 GPT-2)
@@ -53,7 +54,7 @@ class WiseConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "WiseConfig":
+    def from_dict(cls, values: dict) -> WiseConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -65,4 +66,4 @@ class WiseConfig:
 #: The "auto" preset, relative to the activation scale S (mean norm of the main memory's output per
 #: token) and the input energy H^2 (mean squared norm of its input): alpha, beta, gamma are multiples
 #: of S, lr is a multiple of S^2/H^2. The ratios alpha:beta:gamma = 5:20:10 are the paper's.
-AUTO_DEFAULTS = {"act_ratio": 0.88, "n_iter": 70, "lr": 1.0, "alpha": 0.25, "beta": 1.0, "gamma": 0.5}
+AUTO_DEFAULTS = {"pooling": "last", "act_ratio": 0.88, "n_iter": 70, "lr": 1.0, "alpha": 0.25, "beta": 1.0, "gamma": 0.5}

@@ -13,11 +13,12 @@ Every piece of state lives on this object and is saved by :meth:`state`; randomn
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
 from wiseedit.edits.record import EditRecord
+from wiseedit.errors import BadInputError
 from wiseedit.methods.base import EditingMethod, MethodState, ProgressFn
 from wiseedit.models.modules import get_module, set_module
 from wiseedit.models.presets import edited_module_path, preset_for
@@ -57,6 +58,7 @@ class WiseMethod(EditingMethod):
         self._input_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # prompt -> inputs, mask
         base = get_module(model, module_path)
         self.layer = SideMemoryLayer(base, self.routing)
+        self.layer.pooling = config.pooling or "mean"  # deltas saved before the option: mean
         set_module(model, module_path, self.layer)
         self._hook = install_routing_hook(model, self.routing, lambda: self._query_mask,
                                           special_ids=tokenizer.all_special_ids)
@@ -65,7 +67,7 @@ class WiseMethod(EditingMethod):
     # -- construction -------------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, model, tokenizer, options: dict | None = None) -> "WiseMethod":
+    def create(cls, model, tokenizer, options: dict | None = None) -> WiseMethod:
         config = WiseConfig.from_dict(dict(options or {}))
         config.retrieve = config.retrieve or cls.retrieve
         module_path = edited_module_path(model.config, layer=config.layer, module=config.module)
@@ -73,7 +75,7 @@ class WiseMethod(EditingMethod):
         return cls(model, tokenizer, _resolved(config, model.config), module_path, templates)
 
     @classmethod
-    def restore(cls, model, tokenizer, state: MethodState) -> "WiseMethod":
+    def restore(cls, model, tokenizer, state: MethodState) -> WiseMethod:
         s = state.config
         method = cls(model, tokenizer, WiseConfig.from_dict(s["config"]), s["module"], s["templates"],
                      s["scale"])
@@ -232,15 +234,14 @@ class WiseMethod(EditingMethod):
     def _prompt_inputs(self, prompts: list[str], chunk: int = 64):
         """(module input (B, T, in), routing mask (B, T)) for `prompts`, in chunks; cached per prompt
         (inputs below the edited module never change), so re-scoring a memory is one matmul."""
-        missing = [p for p in dict.fromkeys(prompts) if p not in self._input_cache]
         device = self.model.get_input_embeddings().weight.device
-        for start in range(0, len(missing), chunk):
-            part = missing[start:start + chunk]
-            enc = build_prompt_batch(self.tokenizer, part, ["{}"])
-            h = self._module_inputs(enc.input_ids.to(device), enc.attention_mask.to(device))
-            for r, prompt in enumerate(part):
-                keep = enc.attention_mask[r].bool()
-                self._input_cache[prompt] = (h[r, keep], enc.prompt_mask[r, keep].to(device))
+        for prompt in dict.fromkeys(prompts):
+            if prompt not in self._input_cache:
+                # one prompt per forward: batched with others, padding changes the last bits of its
+                # inputs, and a continued run (other prompts missing together) would score differently
+                enc = build_prompt_batch(self.tokenizer, [prompt], ["{}"])
+                h = self._module_inputs(enc.input_ids.to(device), enc.attention_mask.to(device))
+                self._input_cache[prompt] = (h[0], enc.prompt_mask[0].to(device))
         for start in range(0, len(prompts), chunk):
             rows = [self._input_cache[p] for p in prompts[start:start + chunk]]
             width = max(x.shape[0] for x, _ in rows)
@@ -299,8 +300,10 @@ def _resolved(config: WiseConfig, model_config) -> WiseConfig:
         defaults = AUTO_DEFAULTS
     else:
         ref = preset_for(model_config).wise_reference
-        defaults = {"act_ratio": ref["act_ratio"], "n_iter": ref["n_iter"], "lr": 1.0,
+        defaults = {"pooling": "mean", "act_ratio": ref["act_ratio"], "n_iter": ref["n_iter"], "lr": 1.0,
                     "alpha": ref["alpha"], "beta": ref["beta"], "gamma": ref["gamma"]}
+    if config.pooling not in (None, "mean", "last"):
+        raise BadInputError(f"unknown WISE pooling {config.pooling!r}; choose mean or last")
     values = config.to_dict()
     for key, value in defaults.items():
         if values[key] is None:

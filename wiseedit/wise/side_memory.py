@@ -20,8 +20,8 @@ exactly the main memory's output, so unrelated inputs are bit-identical to the b
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -37,13 +37,17 @@ def is_transposed(module: nn.Module) -> bool:
     return type(module).__name__ == "Conv1D"
 
 
-def routing_scores(delta_out: torch.Tensor, token_mask: torch.Tensor | None) -> torch.Tensor:
+def routing_scores(delta_out: torch.Tensor, token_mask: torch.Tensor | None, pooling: str = "mean") -> torch.Tensor:
     """Per-row score from the side memory's extra output `delta_out` (B, T, out) -> (B,)."""
     dist = delta_out.float().norm(dim=-1)                                   # (B, T)
     if token_mask is None:
         token_mask = torch.ones_like(dist, dtype=torch.bool)
     mask = token_mask.to(dist.device, torch.bool)
     count = mask.sum(1)                                                     # (B,)
+    if pooling == "last":
+        positions = torch.arange(dist.shape[1], device=dist.device).expand_as(dist)
+        last = positions.masked_fill(~mask, -1).amax(1).clamp_min(0)        # (B,)
+        return dist.gather(1, last[:, None]).squeeze(1) * (count > 0)
     mean = (dist * mask).sum(1) / count.clamp_min(1)
     peak = dist.masked_fill(~mask, float("-inf")).amax(1)
     return torch.where(count > LONG_SEQUENCE, peak, mean)
@@ -58,6 +62,7 @@ class SideMemoryLayer(nn.Module):
         self.routing = routing
         self.memories: list[Memory] = []
         self.center: torch.Tensor | None = None  # (in,) mean input on neutral text; None: not centred
+        self.pooling = "mean"
         self._train_delta: torch.Tensor | None = None
 
     @property
@@ -74,7 +79,7 @@ class SideMemoryLayer(nn.Module):
         """Per-row routing scores (B,) from ``delta_out = delta_out(x, delta)`` (B, T, out)."""
         if self.center is not None:
             delta_out = delta_out - self.delta_out(self.center, delta)
-        return routing_scores(delta_out, token_mask)
+        return routing_scores(delta_out, token_mask, self.pooling)
 
     @contextmanager
     def training_delta(self, delta: torch.Tensor) -> Iterator[None]:
