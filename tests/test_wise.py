@@ -8,12 +8,14 @@ import pytest
 import torch
 
 from wiseedit.edits.record import EditRecord
+from wiseedit.errors import BadInputError
 from wiseedit.methods.base import MethodState
 from wiseedit.testing import tiny_model, tiny_tokenizer
 from wiseedit.text import encode_pairs
 from wiseedit.wise.memory import Memory, shard_mask
 from wiseedit.wise.merging import dare, linear, ties
 from wiseedit.wise.method import WiseMethod, WiseRetrieveMethod
+from wiseedit.wise.side_memory import routing_scores
 
 FAST = {"n_iter": 15, "num_templates": 2}  # mechanics only: a short optimisation is enough
 EDITS = [
@@ -72,6 +74,29 @@ def edited(tok):
 
 
 # -- merging ------------------------------------------------------------------------------------------
+
+
+def test_routing_score_pools_the_last_routed_token_or_the_mean():
+    # distances per token: row 0 = 3, 4 (and padding 100); row 1 = 1, 2, 6 with its last token masked
+    delta_out = torch.zeros(2, 3, 2)
+    delta_out[0, :, 0] = torch.tensor([3.0, 4.0, 100.0])
+    delta_out[1, :, 1] = torch.tensor([1.0, 2.0, 6.0])
+    mask = torch.tensor([[True, True, False], [True, True, False]])
+    assert routing_scores(delta_out, mask, "last").tolist() == [4.0, 2.0]
+    assert routing_scores(delta_out, mask, "mean").tolist() == [3.5, 1.5]
+    assert routing_scores(delta_out, None, "last").tolist() == [100.0, 6.0]
+    assert routing_scores(delta_out, torch.zeros(2, 3, dtype=torch.bool), "last").tolist() == [0.0, 0.0]
+
+
+def test_preset_pooling_and_bad_pooling_refused(tok):
+    model = fresh("llama", tok)
+    assert WiseMethod.create(model, tok, FAST).layer.pooling == "last"
+    reference = WiseMethod.create(fresh("llama", tok), tok, {**FAST, "preset": "reference"})
+    assert reference.layer.pooling == "mean" and (reference.config.alpha, reference.config.beta) == (5.0, 20.0)
+    reference.apply(EDITS[:1])  # the paper's absolute margins run (they train little on a toy: wise.md)
+    assert reference.num_edits == 1
+    with pytest.raises(BadInputError, match="pooling"):
+        WiseMethod.create(fresh("llama", tok), tok, {"pooling": "max"})
 
 
 def test_ties_keeps_single_shard_entries_and_elects_signs():

@@ -299,9 +299,9 @@ def _resolved(config: WiseConfig, model_config) -> WiseConfig:
     if config.preset == "auto":
         defaults = AUTO_DEFAULTS
     else:
-        ref = preset_for(model_config).wise_reference
-        defaults = {"pooling": "mean", "act_ratio": ref["act_ratio"], "n_iter": ref["n_iter"], "lr": 1.0,
-                    "alpha": ref["alpha"], "beta": ref["beta"], "gamma": ref["gamma"]}
+        ref = preset_for(model_config).wise
+        defaults = {"pooling": "mean", "act_ratio": ref.act_ratio, "n_iter": ref.n_iter, "lr": 1.0,
+                    "alpha": ref.alpha, "beta": ref.beta, "gamma": ref.gamma}
     if config.pooling not in (None, "mean", "last"):
         raise BadInputError(f"unknown WISE pooling {config.pooling!r}; choose mean or last")
     values = config.to_dict()
