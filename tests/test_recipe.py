@@ -406,6 +406,30 @@ def test_store_rows_by_id_and_exact_top1():
     assert empty.search(torch.ones(1, 4))[0].tolist() == [float("-inf")]
 
 
+def test_half_precision_scan_answers_exactly_like_the_float32_scan():
+    from wiseedit.recipe.scan import MIN_ROWS, HalfPrecisionScan, full_scan
+
+    torch.manual_seed(0)
+    keys = torch.randn(MIN_ROWS + 500, 64)
+    keys[100] = keys[7]                        # duplicate rows: the lower one must win, as in float32
+    keys[200] = keys[9] * (1 + 1e-6)           # a near tie that float16 cannot resolve
+    keys[300:330] = keys[11] * (1 + 1e-5 * torch.arange(30.0))[:, None]  # 30 near ties: not certifiable
+    queries = torch.cat([torch.randn(40, 64), keys[[7, 9, 200, 5000, 11]], keys[[9]] * 1e3])
+    scan = HalfPrecisionScan()
+    answers = [scan.top1(q[None], keys, version=1) for q in queries]  # one query at a time: the fast path
+    best, rows = torch.cat([b for b, _ in answers]), torch.cat([r for _, r in answers])
+    want_best, want_rows = full_scan(queries, keys)
+    assert torch.equal(rows, want_rows) and rows[40].item() == 7 and rows[44].item() == 329
+    torch.testing.assert_close(best, want_best, rtol=1e-5, atol=1e-4)
+    keys[3] = queries[0] * 10                  # the store changed: a new version is rescanned
+    assert scan.top1(queries[:1], keys, version=2)[1].tolist() == [3]
+    store = KnowledgeStore(d_r=64, prompt_tokens=1, d_llm=2)
+    store.add([str(i) for i in range(len(keys))], keys, torch.zeros(len(keys), 1, 2))
+    assert all(store.search(q[None])[1].item() == full_scan(q[None], keys)[1].item() for q in queries)
+    store.replace("11", queries[1] * 10, torch.zeros(1, 2))
+    assert store.search(queries[1:2])[1].tolist() == [11]
+
+
 def test_hnsw_index_finds_the_exact_top1_on_a_small_store():
     pytest.importorskip("faiss")
     torch.manual_seed(0)
