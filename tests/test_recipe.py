@@ -20,6 +20,9 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import random
+import subprocess
+import sys
+import textwrap
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -496,3 +499,25 @@ def test_self_contained_export_carries_its_checkpoint(llama, tmp_path):
         got = exported.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
     assert torch.equal(got, want)
     assert exported.method.checkpoint == (moved / "wiseedit_delta" / "recipe_checkpoint").resolve()
+
+    # transformers' own loader, through the modeling file in the folder (a fresh process, so that the
+    # remote-code module cache is a temporary folder, not the user's)
+    prompts = [p for p, _ in pairs]
+    with torch.no_grad():
+        local = [exported.model(**tok(p, return_tensors="pt")).logits for p in prompts]
+    script = textwrap.dedent(f"""
+        import torch
+        from safetensors.torch import save_file
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        tok = AutoTokenizer.from_pretrained({str(moved)!r})
+        model = AutoModelForCausalLM.from_pretrained({str(moved)!r}, trust_remote_code=True)
+        with torch.no_grad():
+            out = {{str(i): model(**tok(p, return_tensors="pt")).logits.contiguous()
+                   for i, p in enumerate({prompts!r})}}
+        save_file(out, {str(tmp_path / "remote.safetensors")!r})
+    """)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    remote = load_file(tmp_path / "remote.safetensors")
+    assert all(torch.equal(remote[str(i)], logits) for i, logits in enumerate(local))
