@@ -118,7 +118,7 @@ def _version(package: str) -> str:
         return "unknown"
 
 
-# -- reading ---------------------------------------------------------------------------------------
+# -- bundling into an export -------------------------------------------------------------------------
 
 #: Where a self-contained export keeps a RECIPE delta's checkpoint, relative to the delta directory.
 BUNDLED_DIR = "recipe_checkpoint"
@@ -147,6 +147,9 @@ def bundle_checkpoint(delta_dir: Path, config_file: str) -> Path:
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
                            encoding="utf-8")
     return target
+
+
+# -- reading ---------------------------------------------------------------------------------------
 
 
 def list_checkpoints(out_dir: Path) -> list[Path]:

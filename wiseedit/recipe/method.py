@@ -7,8 +7,9 @@ Knowledge Sentinel (see :mod:`wiseedit.recipe.prefix`).
 
 What is saved where: the trained networks belong to the meta-training checkpoint (one per base LLM,
 shared by every edit set); a delta holds the store only (``keys``, ``prompts``, the ids in its config)
-and names its checkpoint by absolute path and the sha256 of its weights, checked on restore. A moved
-checkpoint can be pointed to by editing ``options.checkpoint`` in the delta's saved method config.
+and names its checkpoint by absolute path (relative to the delta directory inside a ``wiseedit export``
+folder, which carries a copy) and the sha256 of its weights, checked on restore. A moved checkpoint
+can be pointed to by editing ``options.checkpoint`` in the delta's saved method config.
 
 Options (``create``): ``checkpoint`` (required: a checkpoint folder or a training ``out_dir``),
 ``index`` (``"exact"`` or ``"hnsw"``, see :mod:`wiseedit.recipe.store`), ``query_cache_size`` (query
@@ -27,12 +28,7 @@ import torch
 from wiseedit.edits.record import EditRecord
 from wiseedit.errors import BadInputError
 from wiseedit.methods.base import EditingMethod, MethodState, ProgressFn
-from wiseedit.recipe.checkpoint import (
-    META_FILE,
-    WEIGHTS_FILE,
-    load_networks,
-    weights_sha256,
-)
+from wiseedit.recipe.checkpoint import META_FILE, WEIGHTS_FILE, load_networks, weights_sha256
 from wiseedit.recipe.data import statement
 from wiseedit.recipe.networks import RecipeNetworks
 from wiseedit.recipe.prefix import PromptInjector
