@@ -251,6 +251,14 @@ def test_load_compare_on_an_exported_folder_needs_no_delta(edited, tokenizer, tm
     assert row["output"] != row["base_output"]
 
 
+def test_load_compare_on_a_merged_export_says_what_to_pass(edited, tmp_path):
+    folder = export_model(None, edited["llama"].delta.path, tmp_path / "merged", merged=True, force=True,
+                          device="cpu").path
+    result = CliRunner(env=ENV).invoke(app, ["load", "--model", str(folder), "-p", "x", "--compare"])
+    assert result.exit_code == 2, result.output
+    assert "is a merged export" in result.stderr and "--delta" in result.stderr
+
+
 @pytest.fixture
 def run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -50,12 +50,16 @@ def load_command(
     json_output: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    from wiseedit.export.detect import exported_delta
+    from wiseedit.export.detect import PROVENANCE_FILE, exported_delta
     from wiseedit.session import load_edited
 
     if compare and delta is None and exported_delta(model) is None:
+        if model is not None and (Path(model).expanduser() / PROVENANCE_FILE).is_file():
+            raise BadInputError(f"--compare needs the base model beside the edited one, and {model} is a merged "
+                                "export (the edits are baked into its weights): pass the original base with "
+                                "--model and the delta with --delta")
         raise BadInputError("--compare puts the edited and the base model side by side: pass --delta "
-                            "(or --model a folder made by wiseedit export)")
+                            "(or --model a self-contained wiseedit export)")
     if compare and not prompt:
         raise BadInputError("--compare compares continuations: pass at least one --prompt")
     console = stderr_console()
