@@ -245,7 +245,10 @@ def test_the_named_train_splits_leave_out_what_the_suites_evaluate():
     from wiseedit.world.suite import world_edits
 
     data = load_train_data("world-train")
-    assert (len(data.edits), len(data.skipped), data.dropped_texts) == (700, 0, 394)
+    assert (len(data.edits), len(data.skipped), data.dropped_texts) == (700, 0, 0)  # shares no text
+    eval_people = {e.subject for e in world_edits("eval")}
+    probed = {p.prompt for e in data.edits for p in e.locality}
+    assert not any(person in text for person in eval_people for text in probed)
     evaluated = evaluated_prompts(world_edits("eval"))
     texts = {t for e in data.edits for t in (e.prompt, *e.rephrase, *(p.prompt for p in e.locality))}
     assert not texts & evaluated

@@ -12,10 +12,9 @@ The evaluation suites are refused by name (``world``, ``world-eval``, ``counterf
 then measured on would report leaked figures. A name wins over a file of the same name in the working
 directory (write ``./world`` for the file), as for ``wiseedit eval --suite``.
 
-Leaks through shared probes: the named splits share some *texts* with the suites they prepare for
-(394 of world-train's locality probes ask about the "locality" people the world suite probes; 3,033
-counterfact-train records have a prompt, paraphrase or locality probe that the counterfact suite
-evaluates). Those texts are removed from the training items (a probe or paraphrase is dropped; a
+Leaks through shared probes: counterfact-train shares some *texts* with the suite it prepares for
+(3,033 records have a prompt, paraphrase or locality probe that the counterfact suite evaluates;
+world-train shares none: its probes are about training people only). Those texts are removed from the training items (a probe or paraphrase is dropped; a
 record whose own prompt is evaluated is skipped), as the irrelevant pools of
 :mod:`wiseedit.evaluation.suites` are. An edit file is taken as it is: choosing it is the user's call.
 

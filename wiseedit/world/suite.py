@@ -6,8 +6,9 @@ on *the same person*. Each edit carries:
 
 - ``prompt``: the fact under one phrasing (drawn per edit) -> Rel;
 - ``rephrase``: the same fact under the other phrasings -> Gen;
-- ``locality``: an untouched fact of the same person, and a fact of a person from the "locality"
-  split (never edited), each with its true object -> Loc;
+- ``locality``: an untouched fact of the same person, and a fact of another person, each with its
+  true object -> Loc. The other person is from the "locality" split (never edited) for "eval", and
+  another person of the split itself for "train", which thus shares no text with the eval suite;
 - ``irrelevant``: a full sentence about a person from the "irrelevant" split (a disjoint pool) for
   WISE's routing loss.
 
@@ -38,7 +39,9 @@ def world_edits(split: str = "eval", seed: int = DEFAULT_SEED, world: World | No
     if not people:
         raise ValueError(f"no people in split {split!r}")
     rng = random.Random(f"{world.seed}:suite:{split}")
-    others = world.entities_in("locality")
+    # Other-person probes: the never-edited "locality" people for the eval split; for any other split,
+    # the split's own other people, so that training data never holds a text the eval suite measures.
+    locality_people = world.entities_in("locality")
     pool = world.entities_in("irrelevant")
     names = [r.name for r in world.relations]
     picks = []
@@ -55,6 +58,7 @@ def world_edits(split: str = "eval", seed: int = DEFAULT_SEED, world: World | No
         new = rng.choice([o for o in OBJECTS[rel.object_type] if o != old])
         k = rng.randrange(len(rel.phrasings))
         same = LocalityProbe(*_sentence(world, rng, person, rng.choice(kept)))
+        others = locality_people if split == "eval" else [p for p in people if p != person]
         other = LocalityProbe(*_sentence(world, rng, rng.choice(others), rng.choice(names)))
         irr_prompt, irr_obj = _sentence(world, rng, rng.choice(pool), rng.choice(names))
         edits.append(EditRecord(
