@@ -522,3 +522,10 @@ def test_self_contained_export_carries_its_checkpoint(llama, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     remote = load_file(tmp_path / "remote.safetensors")
     assert all(torch.equal(remote[str(i)], logits) for i, logits in enumerate(local))
+
+    # an exported delta (its checkpoint named by relative path) exports again
+    again = export_model(str(base_dir), moved / "wiseedit_delta", tmp_path / "again", device="cpu").path
+    reexported = load_edited(str(again), device="cpu")
+    with reexported.method.query_tokens(batch.prompt_mask):
+        assert torch.equal(reexported.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits,
+                           want)

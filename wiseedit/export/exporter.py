@@ -101,7 +101,7 @@ def export_model(model: str | None, delta: str | Path, out: str | Path, *, merge
         else:
             copied = copy_delta(saved, tmp)
             if saved.method == "recipe":  # its networks live in a checkpoint outside the delta: carry it
-                bundle_checkpoint(copied, CONFIG_FILE)
+                bundle_checkpoint(copied, CONFIG_FILE, origin=Path(saved.path))
             add_remote_code(tmp)
         atomic_write_text(tmp / PROVENANCE_FILE, json.dumps(provenance, indent=2, ensure_ascii=False) + "\n")
         card = _card_facts(out.name, provenance, saved, metrics, base.source.hub_id)

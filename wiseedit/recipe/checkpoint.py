@@ -124,23 +124,21 @@ def _version(package: str) -> str:
 BUNDLED_DIR = "recipe_checkpoint"
 
 
-def bundle_checkpoint(delta_dir: Path, config_file: str) -> Path:
-    """Copy the checkpoint that the RECIPE delta in `delta_dir` names into ``delta_dir/recipe_checkpoint``
-    (the files inference reads: weights, metadata, encoder tokenizer; not the optimiser state) and point
-    the delta's ``method_state.options.checkpoint`` at it by relative path, so the folder can move.
-    The copy must hash like the original (the delta's ``checkpoint_sha256``)."""
+def bundle_checkpoint(delta_dir: Path, config_file: str, origin: Path) -> Path:
+    """Copy the checkpoint that the RECIPE delta in `delta_dir` (a copy of the delta at `origin`) names
+    into ``delta_dir/recipe_checkpoint`` (the files inference reads: weights, metadata, encoder
+    tokenizer; not the optimiser state) and point the delta's ``method_state.options.checkpoint`` at it
+    by relative path, so the folder can move. A relative path names a checkpoint inside `origin` (a
+    delta taken from an earlier export). The copy must hash like the original (``checkpoint_sha256``)."""
     config_path = delta_dir / config_file
     config = json.loads(config_path.read_text(encoding="utf-8"))
     state = config["method_state"]
-    source = Path(state["options"]["checkpoint"])
-    if not source.is_absolute():
-        source = delta_dir / source
+    source = Path(origin) / state["options"]["checkpoint"]  # an absolute path stays as it is
     target = delta_dir / BUNDLED_DIR
-    if source.resolve() != target.resolve():
-        target.mkdir()
-        for name in (META_FILE, WEIGHTS_FILE):
-            shutil.copyfile(source / name, target / name)
-        shutil.copytree(source / TOKENIZER_DIR, target / TOKENIZER_DIR)
+    target.mkdir()
+    for name in (META_FILE, WEIGHTS_FILE):
+        shutil.copyfile(source / name, target / name)
+    shutil.copytree(source / TOKENIZER_DIR, target / TOKENIZER_DIR)
     if weights_sha256(target) != state["checkpoint_sha256"]:
         raise BadInputError(f"the RECIPE checkpoint {source} is not the one the delta was made with")
     state["options"]["checkpoint"] = BUNDLED_DIR
