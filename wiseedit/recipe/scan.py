@@ -48,7 +48,7 @@ class HalfPrecisionScan:
         n = keys.shape[0]
         if n < max(MIN_ROWS, CANDIDATES + 1) or queries.shape[0] > MAX_QUERIES or keys.device.type != "cpu":
             return full_scan(queries, keys)
-        if self._version != version or self._half is None or self._half.shape[0] != n:
+        if self._version != version:
             self._max_norm = keys.norm(dim=1).max().item()
             self._half = keys.half() if self._max_norm < HALF_LIMIT else None
             self._version = version

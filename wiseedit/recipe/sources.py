@@ -14,8 +14,9 @@ directory (write ``./world`` for the file), as for ``wiseedit eval --suite``.
 
 Leaks through shared probes: counterfact-train shares some *texts* with the suite it prepares for
 (3,033 records have a prompt, paraphrase or locality probe that the counterfact suite evaluates;
-world-train shares none: its probes are about training people only). Those texts are removed from the training items (a probe or paraphrase is dropped; a
-record whose own prompt is evaluated is skipped), as the irrelevant pools of
+world-train shares none: its probes are about training people only). Those texts are removed from
+the training items (a probe or paraphrase is dropped; a record whose own prompt is evaluated is
+skipped), as the irrelevant pools of
 :mod:`wiseedit.evaluation.suites` are. An edit file is taken as it is: choosing it is the user's call.
 
 Every item needs a paraphrase (``rephrase``) and a locality probe: the generality and locality losses
