@@ -4,15 +4,10 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import TextColumn
 from rich.table import Table
+
+from wiseedit.cli.output import LazyProgress, timing_columns
 
 # (row key, column header); the suite-specific ones appear only when some row has a value
 COLUMNS = (("rel", "Rel"), ("gen", "Gen"), ("loc", "Loc"), ("port", "Port"), ("rel_generated", "Rel(gen)"),
@@ -20,28 +15,17 @@ COLUMNS = (("rel", "Rel"), ("gen", "Gen"), ("loc", "Loc"), ("port", "Port"), ("r
 OPTIONAL = ("port", "ppl", "ood")
 
 
-class EvalProgressBar:
+class EvalProgressBar(LazyProgress):
     """Two bars fed by the runner's progress callback: blocks done, and edits applied with an ETA.
 
     Use as a context manager and pass the instance as ``progress=``; nothing is drawn before the first
     block starts (the model loads quietly)."""
 
     def __init__(self, console: Console):
-        self.progress = Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                                 console=console)
-        self.blocks = self.edits = None
-
-    def __enter__(self) -> "EvalProgressBar":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.blocks is not None:
-            self.progress.stop()
+        super().__init__(console, TextColumn("{task.description:<28}"), *timing_columns())
 
     def __call__(self, update) -> None:
-        if self.blocks is None:
-            self.progress.start()
+        if self.begin():
             self.blocks = self.progress.add_task("blocks", total=update.blocks_total)
             self.edits = self.progress.add_task("edits", total=update.edits_total)
         self.progress.update(self.blocks, completed=update.blocks_done, description=escape(update.label))

@@ -45,31 +45,49 @@ def note(console: Console):
     return log
 
 
-class EditProgress:
-    """A rich progress bar (description, bar, M/N, elapsed, ETA) fed by a method's progress callback.
+class LazyProgress:
+    """A rich progress display drawn from the first report on, and stopped when the ``with`` block ends.
 
-    Use as a context manager and pass the instance as ``progress=``; the bar appears at the first call
-    (the library calls it with 0 just before the first edit), so nothing is drawn while the model
-    loads or when the run fails before editing.
+    Use as a context manager and pass the instance as the library's ``progress=``: nothing is drawn
+    while the model loads, or when a run fails before its first report. Subclasses are called with the
+    library's reports and call :meth:`begin` first, which is True exactly once (create the tasks then).
     """
 
-    def __init__(self, console: Console, description: str = "editing"):
-        self.description = description
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                                 console=console)
-        self.task = None
+    def __init__(self, console: Console, *columns):
+        self.progress = Progress(*columns, console=console)
+        self.started = False
 
-    def __enter__(self) -> "EditProgress":
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.task is not None:
+        if self.started:
             self.progress.stop()
 
+    def begin(self) -> bool:
+        """Start drawing at the first report; True then, False afterwards."""
+        if self.started:
+            return False
+        self.progress.start()
+        self.started = True
+        return True
+
+
+def timing_columns() -> tuple:
+    """Bar, M/N, elapsed and ETA: the columns every wiseedit progress display ends with."""
+    return BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()
+
+
+class EditProgress(LazyProgress):
+    """One bar (description, bar, M/N, elapsed, ETA) fed by a method's progress callback ``(done, total)``;
+    the library calls it with 0 just before the first edit."""
+
+    def __init__(self, console: Console, description: str = "editing"):
+        super().__init__(console, TextColumn("{task.description}"), *timing_columns())
+        self.description = description
+
     def __call__(self, done: int, total: int) -> None:
-        if self.task is None:
-            self.progress.start()
+        if self.begin():
             self.task = self.progress.add_task(self.description, total=total)
         self.progress.update(self.task, completed=done, total=total)
 
@@ -112,29 +130,20 @@ def generations_table(rows: list[dict], compare: bool) -> Table:
     return table
 
 
-class StepProgress:
-    """A rich progress bar over training steps (bar, M/N, running loss, elapsed, ETA), fed by the
+class StepProgress(LazyProgress):
+    """A bar over training steps (description, bar, M/N, running loss, elapsed, ETA), fed by the
     library's ``TrainProgress`` reports; it starts at the first report, at the step a run resumes from,
     so the ETA counts only the steps left."""
 
     def __init__(self, console: Console, description: str = "meta-training"):
+        super().__init__(console, TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                         TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                         TimeRemainingColumn())
         self.description = description
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                                 TimeRemainingColumn(), console=console)
-        self.task = None
-
-    def __enter__(self) -> "StepProgress":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.task is not None:
-            self.progress.stop()
 
     def __call__(self, report) -> None:
         loss = "-" if report.running_loss is None else f"{report.running_loss:.4f}"
-        if self.task is None:
-            self.progress.start()
+        if self.begin():
             self.task = self.progress.add_task(self.description, total=report.steps, completed=report.step,
                                                loss=loss)
         self.progress.update(self.task, completed=report.step, total=report.steps, loss=loss)
