@@ -359,9 +359,10 @@ def test_checkpoint_files(llama):
     assert networks.config == TEST_CONFIG
 
 
-def test_resume_continues_exactly_as_one_run(gpt2, tmp_path):
+@pytest.mark.parametrize("bank_refresh", [0, 3])  # 3: the resumed run starts between two refreshes
+def test_resume_continues_exactly_as_one_run(gpt2, tmp_path, bank_refresh):
     world, tok = gpt2.world, gpt2.world.tokenizer
-    config = replace(TEST_CONFIG, checkpoint_every=2, keep_checkpoints=0)
+    config = replace(TEST_CONFIG, checkpoint_every=2, keep_checkpoints=0, bank_refresh=bank_refresh)
     whole = train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path / "a", steps=4)
     train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path / "b", steps=2)
     resumed = train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path / "b", steps=4)
@@ -372,6 +373,44 @@ def test_resume_continues_exactly_as_one_run(gpt2, tmp_path):
     with pytest.raises(BadInputError, match="another config"):
         train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], replace(config, lr=1e-4),
                      tmp_path / "b", steps=6)
+
+
+def test_negatives_bank_hides_statements_that_answer_the_query():
+    from wiseedit.recipe.bank import NegativesBank
+    from wiseedit.recipe.data import TrainItem
+
+    items = [TrainItem("A lives in", "X", ("A resides in",), (("B works for", "Q"),)),
+             TrainItem("A lives in", "Y", ("A resides in",), (("B works for", "Q"),)),  # same fact, other object
+             TrainItem("B works for", "Z", ("B is employed by",), (("A lives in", "X"),)),
+             TrainItem("C plays the", "W", ("C plays",), (("A lives in", "X"),))]
+    bank = NegativesBank(items, every=5)
+    picked = [0, 3]  # the batch: items 0 and 3; columns are (batch 0, batch 1, bank 0..3)
+    mask = bank.excluded(picked, ["A lives in", "C plays"], "cpu")
+    assert mask.tolist() == [[False, False, True, True, False, True],   # item 1 answers "A lives in" too
+                             [False, False, True, False, False, True]]
+    loc = bank.excluded(picked, ["B works for", "A lives in"], "cpu")  # locality probes
+    assert loc.tolist() == [[False, False, True, False, True, True],   # item 2's statement answers it
+                            [True, False, True, True, False, True]]     # batch row 0 (item 0) answers it
+
+
+def test_bank_negatives_raise_the_sentinel_losses_unless_excluded():
+    from wiseedit.recipe.losses import retrieval_losses
+
+    unit = torch.eye(8)
+    keys, sentinel = 3 * unit[:4], unit[7]  # four orthogonal statements
+    first = keys.clone()                    # each query matches its own statement
+    loc = 3 * (unit[6] + unit[7]).expand(4, 8)  # unrelated: the sentinel wins clearly, the hinge is off
+    bank = torch.stack([-keys[0], 3 * unit[6]])  # the second stored statement matches `loc` better
+    plain = retrieval_losses(first, first, loc, keys, sentinel, 1.2)
+    banked = retrieval_losses(first, first, loc, keys, sentinel, 1.2, bank=bank)
+    assert plain["sentinel_locality"] == 0 and banked["sentinel_locality"] > 2
+    hidden = torch.zeros(4, 6, dtype=torch.bool)
+    hidden[:, 5] = True  # the matching bank entry is no candidate for these queries
+    excluded = retrieval_losses(first, first, loc, keys, sentinel, 1.2, bank=bank, excluded=(hidden,) * 3)
+    assert excluded["sentinel_locality"] == 0
+    hidden[:, 4:] = True  # the whole bank hidden: exactly the batch-only losses
+    none = retrieval_losses(first, first, loc, keys, sentinel, 1.2, bank=bank, excluded=(hidden,) * 3)
+    assert all(torch.equal(none[k], plain[k]) for k in plain)
 
 
 def test_meta_training_needs_locality_probes(gpt2, tmp_path):

@@ -51,7 +51,7 @@ EDITS = [
 # meta-training also sees the edits (with a paraphrase each), so that their prompts retrieve them
 TRAIN += [dict(e, rephrase=e.get("rephrase", [e["prompt"].replace("The ", "")])) for e in EDITS]
 STEPS = 20
-TRAIN_ARGS = ["--batch-size", 4, "--lr", 1e-3, "--checkpoint-every", 10, *CPU]
+TRAIN_ARGS = ["--batch-size", 4, "--lr", 1e-3, "--checkpoint-every", 10, "--bank-refresh", 7, *CPU]
 
 
 def _jsonl(path: Path, rows: list[dict]) -> Path:
@@ -148,6 +148,7 @@ def test_a_second_call_resumes_from_the_newest_checkpoint(trained, files, tmp_pa
     assert f"resuming from checkpoint {out / 'step-00000020'} (step 20 of 22)" in result.stderr
     assert (document["step"], document["resumed_from"], document["steps_run"]) == (22, 20, 2)
     assert document["config"]["lr"] == 1e-3 and document["config"]["batch_size"] == 4
+    assert document["config"]["bank_refresh"] == 7
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == list(range(1, 23))
     assert [p.name for p in sorted(out.glob("step-*"))] == ["step-00000020", "step-00000022"]  # 2 kept
@@ -162,6 +163,7 @@ def test_a_second_call_resumes_from_the_newest_checkpoint(trained, files, tmp_pa
     (["--lr", "1e-4"], "lr 0.0001 (the checkpoint has 0.001)"),
     (["--seed", "3"], "seed 3 (the checkpoint has 0)"),
     (["--preset", "paper"], "d_r 4096 (the checkpoint has 512)"),
+    (["--bank-refresh", "0"], "bank_refresh 0 (the checkpoint has 7)"),
 ])
 def test_resuming_with_other_settings_is_refused(trained, files, tmp_path, args, message):
     out = _copy(trained[2], tmp_path / "run")

@@ -67,6 +67,10 @@ def train_recipe_command(
     lr: Annotated[Optional[float], typer.Option(
         "--lr", metavar="LR", rich_help_panel=TRAINING_PANEL, show_default=False,
         help="Adam learning rate. Default: 1e-5 (the paper's, for a pretrained encoder).")] = None,
+    bank_refresh: Annotated[Optional[int], typer.Option(
+        "--bank-refresh", metavar="N", min=0, rich_help_panel=TRAINING_PANEL, show_default=False,
+        help="Steps between refreshes of the negatives bank: every training statement's key joins each "
+             "step's retrieval negatives (0: the batch's only, as the paper). Default: the preset's.")] = None,
     seed: Annotated[Optional[int], typer.Option(
         "--seed", metavar="S", rich_help_panel=TRAINING_PANEL, show_default=False,
         help="Seed of the initialisation and of the batch order. Default: 0.")] = None,
@@ -91,8 +95,8 @@ def train_recipe_command(
     console = stderr_console()
     with StepProgress(console) as progress:
         run = train(model, data, out, encoder=encoder, preset=preset, steps=steps, batch_size=batch_size, lr=lr,
-                    seed=seed, checkpoint_every=checkpoint_every, resume=not restart, device=device,
-                    dtype=dtype, progress=progress, log=note(console), stdin=sys.stdin)
+                    seed=seed, checkpoint_every=checkpoint_every, bank_refresh=bank_refresh, resume=not restart,
+                    device=device, dtype=dtype, progress=progress, log=note(console), stdin=sys.stdin)
     document = run.to_json()
     loss = "" if run.running_loss is None else f", running loss {run.running_loss:.4f}"
     console.print(f"checkpoint [bold]{escape(str(run.checkpoint))}[/bold] (step {run.step}; "

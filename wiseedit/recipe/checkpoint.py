@@ -69,11 +69,13 @@ def check_base(meta: dict, llm, where: Path) -> None:
 # -- writing ---------------------------------------------------------------------------------------
 
 def save_checkpoint(out_dir: Path, networks: RecipeNetworks, optimizer: torch.optim.Optimizer, step: int,
-                    seed: int, base: dict, losses: dict | None = None, data: dict | None = None) -> Path:
+                    seed: int, base: dict, losses: dict | None = None, data: dict | None = None,
+                    extra: dict[str, torch.Tensor] | None = None) -> Path:
     """Write checkpoint ``step`` under `out_dir` atomically and prune old ones; returns its path.
 
     `data` describes the training data (name, size, hash; see :mod:`wiseedit.recipe.sources`), so that a
-    resumed run can refuse other data."""
+    resumed run can refuse other data. `extra`: more training-state tensors (e.g. the negatives bank),
+    given back by :func:`load_training_state`."""
     out_dir = Path(out_dir)
     final = out_dir / f"step-{step:08d}"
     meta = {
@@ -91,6 +93,7 @@ def save_checkpoint(out_dir: Path, networks: RecipeNetworks, optimizer: torch.op
         weights = {k: v.detach().cpu().contiguous() for k, v in networks.state_dict().items()}
         save_file(weights, tmp / WEIGHTS_FILE, metadata={"format": f"recipe-checkpoint-{CHECKPOINT_FORMAT}"})
         tensors, groups = _optimizer_tensors(optimizer)
+        tensors.update(extra or {})
         save_file(tensors, tmp / TRAINING_FILE, metadata={"param_groups": json.dumps(groups)})
         networks.encoder.tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
@@ -175,6 +178,7 @@ def read_meta(path: Path) -> dict:
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise BadInputError(f"{path} is a RECIPE checkpoint of format {meta.get('format')}, "
                             f"this wiseedit reads format {CHECKPOINT_FORMAT}")
+    meta["config"].setdefault("bank_refresh", 0)  # written before the negatives bank: trained without it
     return meta
 
 
@@ -208,13 +212,19 @@ def load_networks(path: str | Path, llm=None, device: torch.device | str = "cpu"
     return networks.to(device).eval(), meta, path
 
 
-def load_training_state(path: Path, optimizer: torch.optim.Optimizer) -> None:
-    """Restore `optimizer` (built over the same parameters) from checkpoint `path`."""
+def load_training_state(path: Path, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """Restore `optimizer` (built over the same parameters) from checkpoint `path`; returns the other
+    training-state tensors saved with it (``extra`` of :func:`save_checkpoint`)."""
     file = Path(path) / TRAINING_FILE
     with safe_open(str(file), framework="pt") as handle:
         groups = json.loads(handle.metadata()["param_groups"])
     state: dict[int, dict] = {}
+    extra = {}
     for key, value in load_file(str(file)).items():
+        if not key.startswith("state."):
+            extra[key] = value
+            continue
         _, index, name = key.split(".", 2)
         state.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": groups})
+    return extra

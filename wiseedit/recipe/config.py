@@ -39,6 +39,8 @@ class RecipeConfig:
     batch_size: int = 8             # edits per step; the other rows of a batch are the negatives
     lr: float = 1e-5                # Adam, no schedule (the paper); ~1e-3 for an encoder from scratch
     margin: float = 1.2             # hinge losses stop where p(wanted) >= margin x p(best other)
+    bank_refresh: int = 0           # >0: every training statement's key, refreshed every this many steps,
+                                    # joins the negatives (0: the batch's statements only, as the paper)
     checkpoint_every: int = 500     # steps between checkpoints (the official code: 3000)
     keep_checkpoints: int = 2       # newest checkpoints kept in out_dir (0: keep all)
     encode_batch_size: int = 64     # statements encoded per encoder pass when edits are applied

