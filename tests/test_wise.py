@@ -201,9 +201,9 @@ def test_restore_gives_identical_logits(edited, tok):
     assert torch.equal(got, expected)
 
 
-@pytest.mark.parametrize("cls", [WiseMethod, WiseRetrieveMethod])
-def test_two_runs_equal_one_run(tok, cls):
-    options = {**FAST, "save_freq": 2, "merge_freq": 4}
+@pytest.mark.parametrize("cls,save_freq", [(WiseMethod, 2), (WiseRetrieveMethod, 2), (WiseMethod, 4)])
+def test_two_runs_equal_one_run(tok, cls, save_freq):
+    options = {**FAST, "save_freq": save_freq, "merge_freq": 4}  # 4: the second run rehearses the first's edits
     one = cls.create(fresh("llama", tok), tok, options)
     one.apply(EDITS)
     first = cls.create(fresh("llama", tok), tok, options)
@@ -215,6 +215,24 @@ def test_two_runs_equal_one_run(tok, cls):
     assert a.tensors.keys() == b.tensors.keys()
     for key in a.tensors:
         assert torch.equal(a.tensors[key], b.tensors[key]), key
+
+
+def test_rehearsal_draws_the_current_shards_earlier_edits_and_is_saved(tok):
+    method = WiseMethod.create(fresh("llama", tok), tok, {**FAST, "rehearse": 2, "save_freq": 3})
+    method.apply(EDITS[:2])
+    drawn = method._rehearsed()
+    assert sorted((e.prompt, e.target) for e in drawn) == sorted((e.prompt, e.target) for e in EDITS[:2])
+    method.apply(EDITS[2:4])  # the first shard is stored after 3 edits; the 4th starts a new one
+    assert [(e.prompt, e.target) for e in method._rehearsed()] == [(EDITS[3].prompt, EDITS[3].target)]
+    restored = WiseMethod.restore(fresh("llama", tok), tok, roundtrip(method.state()))
+    assert restored.pending[0].targets == [e.target for e in EDITS[:3]]
+    assert restored.current.targets == [EDITS[3].target]
+    assert WiseMethod.create(fresh("llama", tok), tok, FAST).config.rehearse == 4  # the auto preset
+    reference = WiseMethod.create(fresh("llama", tok), tok, {**FAST, "preset": "reference"})
+    assert reference.config.rehearse == 0  # the paper trains each edit alone
+    for bad in (-1, 1.5, True):
+        with pytest.raises(BadInputError, match="rehearse"):
+            WiseMethod.create(fresh("llama", tok), tok, {"rehearse": bad})
 
 
 def test_activation_cache_is_exact(tok):

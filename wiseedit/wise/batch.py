@@ -26,7 +26,7 @@ class EditBatch:
 
 
 def build_batch(tokenizer, edits: Sequence[EditRecord], templates: Sequence[str],
-                irrelevant: Sequence[str]) -> EditBatch:
+                irrelevant: Sequence[str], rehearsed: Sequence[EditRecord] = ()) -> EditBatch:
     """Rows ``template.format(prompt) + " " + target`` for each edit and template, then one row per
     irrelevant text (no target).
 
@@ -35,11 +35,12 @@ def build_batch(tokenizer, edits: Sequence[EditRecord], templates: Sequence[str]
     and never special tokens such as BOS, which every input shares.
     """
     pairs = [(t.format(e.prompt), e.target) for e in edits for t in templates]
+    pairs += [(e.prompt, e.target) for e in rehearsed]
     pairs += [(text, None) for text in irrelevant]
     enc = encode_pairs(tokenizer, pairs)
-    route = _routing_mask(tokenizer, enc, [t for _ in edits for t in templates])
+    route = _routing_mask(tokenizer, enc, [t for _ in edits for t in templates] + ["{}"] * len(rehearsed))
     return EditBatch(enc.input_ids, enc.attention_mask, route, enc.labels,
-                     num_edit_rows=len(edits) * len(templates))
+                     num_edit_rows=len(edits) * len(templates) + len(rehearsed))
 
 
 def build_prompt_batch(tokenizer, prompts: Sequence[str], templates: Sequence[str]) -> EncodedPairs:

@@ -40,6 +40,7 @@ class Memory:
     kind: str                     # "shard" (trained, masked) or "merged"
     mask_seed: int | None = None  # shards: the seed of their mask
     prompts: list[str] = field(default_factory=list)  # its edits' prompts, to re-threshold after a merge
+    targets: list[str] = field(default_factory=list)  # their targets, to rehearse them (see WiseConfig.rehearse)
 
     @property
     def threshold(self) -> float:
@@ -48,7 +49,7 @@ class Memory:
     def to_saved(self, prefix: str, mask_ratio: float) -> tuple[dict, dict[str, torch.Tensor]]:
         """Metadata (JSON) and tensors of this memory, in the compact form described above."""
         meta = {"kind": self.kind, "min_score": self.min_score, "act_ratio": self.act_ratio,
-                "mask_seed": self.mask_seed, "prompts": self.prompts}
+                "mask_seed": self.mask_seed, "prompts": self.prompts, "targets": self.targets}
         delta = self.delta.detach().float().cpu()
         if self.kind == "shard":
             mask = shard_mask(self.mask_seed, delta.shape, mask_ratio, "cpu")
@@ -74,4 +75,5 @@ class Memory:
         else:
             delta = values.reshape(shape).clone()
         return cls(delta=delta.to(device), min_score=meta["min_score"], act_ratio=meta["act_ratio"],
-                   kind=meta["kind"], mask_seed=meta["mask_seed"], prompts=list(meta["prompts"]))
+                   kind=meta["kind"], mask_seed=meta["mask_seed"], prompts=list(meta["prompts"]),
+                   targets=list(meta.get("targets", [])))  # deltas saved before 0.3 have no targets

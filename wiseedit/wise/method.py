@@ -115,7 +115,7 @@ class WiseMethod(EditingMethod):
         irrelevant = [irrelevant_row(e.irrelevant, cfg.seed, self.num_edits + i) for i, e in enumerate(edits)]
         irrelevant += self._replay_rows(len(edits))
         device = self.model.get_input_embeddings().weight.device
-        batch = build_batch(self.tokenizer, edits, self.templates, irrelevant).to(device)
+        batch = build_batch(self.tokenizer, edits, self.templates, irrelevant, self._rehearsed()).to(device)
         if self.scale is None:
             self.scale = self._measure_scale(batch)
         if self.layer.center is None:
@@ -126,6 +126,7 @@ class WiseMethod(EditingMethod):
         result = trainer.train(batch, self.current.delta, mask, self._hyper(), cached=cfg.cache_activations)
         self.current.delta = result.delta
         self.current.prompts.extend(e.prompt for e in edits)
+        self.current.targets.extend(e.target for e in edits)
         self.current.min_score = self._min_score(self.current.delta, self.current.prompts)
         self.num_edits += len(edits)
         if self.num_edits % cfg.save_freq == 0:
@@ -141,6 +142,17 @@ class WiseMethod(EditingMethod):
                               min_score=float("inf"), act_ratio=self.config.act_ratio, kind="shard",
                               mask_seed=shard_mask_seed(self.config.seed, self.num_shards))
         self.num_shards += 1
+
+    def _rehearsed(self) -> list[EditRecord]:
+        """Up to ``rehearse`` earlier edits of the current shard, drawn from (seed, edit number): trained
+        again as plain rows (no templates) so that a shard keeps its earlier edits while learning new ones."""
+        shard = self.current
+        if not self.config.rehearse or not shard.targets:
+            return []
+        earlier = [EditRecord(prompt=p, target=t, id=f"rehearsed-{i}")
+                   for i, (p, t) in enumerate(zip(shard.prompts, shard.targets))]
+        rng = random.Random(f"{self.config.seed}:rehearse:{self.num_edits}")
+        return rng.sample(earlier, min(self.config.rehearse, len(earlier)))
 
     def _replay_rows(self, count: int) -> list[str]:
         """WISE-Retrieve's replay: earlier memories' prompts join the rows the new shard must ignore."""
@@ -218,7 +230,7 @@ class WiseMethod(EditingMethod):
                       seed=shard_mask_seed(cfg.seed, self.num_shards))
         prompts = [p for part in parts for p in part.prompts]
         merged = Memory(delta=delta, min_score=self._min_score(delta, prompts), act_ratio=cfg.act_ratio,
-                        kind="merged", prompts=prompts)
+                        kind="merged", prompts=prompts, targets=[t for part in parts for t in part.targets])
         self.merged = self.merged + [merged] if cfg.retrieve else [merged]
         self.pending = []
         self._sync()
@@ -301,9 +313,11 @@ def _resolved(config: WiseConfig, model_config) -> WiseConfig:
     else:
         ref = preset_for(model_config).wise
         defaults = {"pooling": "mean", "act_ratio": ref.act_ratio, "n_iter": ref.n_iter, "lr": 1.0,
-                    "alpha": ref.alpha, "beta": ref.beta, "gamma": ref.gamma}
+                    "alpha": ref.alpha, "beta": ref.beta, "gamma": ref.gamma, "rehearse": 0}
     if config.pooling not in (None, "mean", "last"):
         raise BadInputError(f"unknown WISE pooling {config.pooling!r}; choose mean or last")
+    if config.rehearse is not None and (type(config.rehearse) is not int or config.rehearse < 0):
+        raise BadInputError(f"WISE rehearse must be a whole number >= 0, got {config.rehearse!r}")
     values = config.to_dict()
     for key, value in defaults.items():
         if values[key] is None:
