@@ -57,6 +57,15 @@ def test_shipped_model_loads_offline_and_knows_the_world():
     assert report["min"] >= 0.95, report
 
 
+def test_world_export_into_a_closed_pipe_ends_quietly():
+    import subprocess
+    import sys
+
+    shell = f"{sys.executable} -m wiseedit.world.suite --split facts | head -1"
+    done = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=120)
+    assert done.stdout.count("\n") == 1 and done.stderr == ""
+
+
 def test_world_exports_as_readable_jsonl(tmp_path, capsys):
     from wiseedit.edits import read_edits
     from wiseedit.world.suite import main

@@ -76,4 +76,4 @@ class Memory:
             delta = values.reshape(shape).clone()
         return cls(delta=delta.to(device), min_score=meta["min_score"], act_ratio=meta["act_ratio"],
                    kind=meta["kind"], mask_seed=meta["mask_seed"], prompts=list(meta["prompts"]),
-                   targets=list(meta.get("targets", [])))  # deltas saved before 0.3 have no targets
+                   targets=list(meta.get("targets", [])))  # deltas saved before rehearsal have none

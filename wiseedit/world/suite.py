@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m wiseedit.world.suite [--split eval|train|facts] [--seed S]``: JSONL on stdout."""
     import argparse
     import json
+    import os
     import sys
 
     parser = argparse.ArgumentParser(description="Write the world's edits or facts as JSONL (wiseedit's edit format).")
@@ -97,8 +98,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     args = parser.parse_args(argv)
     records = world_facts(args.seed) if args.split == "facts" else world_edits(args.split, args.seed)
-    for record in records:
-        sys.stdout.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
+    try:
+        for record in records:
+            sys.stdout.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader stopped early (``| head -100``): end quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        sys.exit(1)
 
 
 if __name__ == "__main__":
