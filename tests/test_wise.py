@@ -227,6 +227,12 @@ def test_rehearsal_draws_the_current_shards_earlier_edits_and_is_saved(tok):
     restored = WiseMethod.restore(fresh("llama", tok), tok, roundtrip(method.state()))
     assert restored.pending[0].targets == [e.target for e in EDITS[:3]]
     assert restored.current.targets == [EDITS[3].target]
+    old = roundtrip(method.state())  # a delta saved before rehearsal: its shard has prompts, no targets
+    del old.config["current"]["targets"]
+    continued = WiseMethod.restore(fresh("llama", tok), tok, old)
+    assert continued._rehearsed() == []
+    continued.apply([EDITS[0]])  # only the edit made since can be rehearsed, with its own target
+    assert [(e.prompt, e.target) for e in continued._rehearsed()] == [(EDITS[0].prompt, EDITS[0].target)]
     assert WiseMethod.create(fresh("llama", tok), tok, FAST).config.rehearse == 4  # the auto preset
     reference = WiseMethod.create(fresh("llama", tok), tok, {**FAST, "preset": "reference"})
     assert reference.config.rehearse == 0  # the paper trains each edit alone

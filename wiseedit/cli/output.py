@@ -73,9 +73,11 @@ class LazyProgress:
         return True
 
 
-def timing_columns() -> tuple:
-    """Bar, M/N, elapsed and ETA: the columns every wiseedit progress display ends with."""
-    return BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()
+def timing_columns(*fields) -> tuple:
+    """Bar, M/N, then `fields` (e.g. a loss column), elapsed and ETA: the columns every wiseedit
+    progress display ends with."""
+    return (BarColumn(), MofNCompleteColumn(), *fields, TimeElapsedColumn(), TextColumn("ETA"),
+            TimeRemainingColumn())
 
 
 class EditProgress(LazyProgress):
@@ -136,9 +138,8 @@ class StepProgress(LazyProgress):
     so the ETA counts only the steps left."""
 
     def __init__(self, console: Console, description: str = "meta-training"):
-        super().__init__(console, TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                         TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                         TimeRemainingColumn())
+        super().__init__(console, TextColumn("{task.description}"),
+                         *timing_columns(TextColumn("loss {task.fields[loss]}")))
         self.description = description
 
     def __call__(self, report) -> None:

@@ -178,7 +178,6 @@ def read_meta(path: Path) -> dict:
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise BadInputError(f"{path} is a RECIPE checkpoint of format {meta.get('format')}, "
                             f"this wiseedit reads format {CHECKPOINT_FORMAT}")
-    meta["config"].setdefault("bank_refresh", 0)  # written before the negatives bank: trained without it
     return meta
 
 

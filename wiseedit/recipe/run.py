@@ -106,7 +106,8 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
     `lr`, `seed`, `checkpoint_every`, `bank_refresh` means the checkpoint's value when resuming, else
     the preset's (seed 0). Writes checkpoints to `out` every `checkpoint_every` steps and at the end
     (see the module docstring for resuming). `progress` gets a :class:`TrainProgress` before the first
-    step and after each; `log` one-line notes. Raises BadInputError on bad input, before the model is loaded when it can.
+    step and after each; `log` one-line notes. Raises BadInputError on bad input, before the model is
+    loaded when it can.
     """
     from wiseedit.models import load_base, resolve_model
 

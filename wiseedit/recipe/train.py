@@ -156,10 +156,11 @@ def _step_losses(networks: RecipeNetworks, llm, tokenizer, items: Sequence[Train
     keys = networks.knowledge_head(pooled[:B])  # (B, d_r)
     q_rel, q_gen, q_loc = networks.query_head(pooled[B:]).split(B)  # 3 x (B, d_r)
     rel_first = (torch.rand(B, generator=generator) < 0.5).to(device)[:, None]  # which query is "first"
-    first = [p if r else g for p, g, r in zip(batch.prompts, batch.rephrases, rel_first[:, 0].tolist())]
-    second = [g if r else p for p, g, r in zip(batch.prompts, batch.rephrases, rel_first[:, 0].tolist())]
     extra = {}
     if bank is not None:
+        rel = rel_first[:, 0].tolist()
+        first = [p if r else g for p, g, r in zip(batch.prompts, batch.rephrases, rel)]
+        second = [g if r else p for p, g, r in zip(batch.prompts, batch.rephrases, rel)]
         extra = {"bank": bank.keys, "excluded": tuple(bank.excluded(picked, texts, device)
                                                       for texts in (first, second, batch.loc_prompts))}
     losses = retrieval_losses(torch.where(rel_first, q_rel, q_gen), torch.where(rel_first, q_gen, q_rel),

@@ -40,7 +40,7 @@ class Memory:
     kind: str                     # "shard" (trained, masked) or "merged"
     mask_seed: int | None = None  # shards: the seed of their mask
     prompts: list[str] = field(default_factory=list)  # its edits' prompts, to re-threshold after a merge
-    targets: list[str] = field(default_factory=list)  # their targets, to rehearse them (see WiseConfig.rehearse)
+    targets: list[str] = field(default_factory=list)  # shards: their edits' targets, to rehearse them
 
     @property
     def threshold(self) -> float:

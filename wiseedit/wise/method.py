@@ -146,13 +146,14 @@ class WiseMethod(EditingMethod):
     def _rehearsed(self) -> list[EditRecord]:
         """Up to ``rehearse`` earlier edits of the current shard, drawn from (seed, edit number): trained
         again as plain rows (no templates) so that a shard keeps its earlier edits while learning new ones."""
-        shard = self.current
-        if not self.config.rehearse or not shard.targets:
+        targets = self.current.targets
+        if not self.config.rehearse or not targets:
             return []
-        earlier = [EditRecord(prompt=p, target=t, id=f"rehearsed-{i}")
-                   for i, (p, t) in enumerate(zip(shard.prompts, shard.targets))]
+        # targets belong to the last prompts: a shard begun before rehearsal existed has none for the rest
+        prompts = self.current.prompts[len(self.current.prompts) - len(targets):]
         rng = random.Random(f"{self.config.seed}:rehearse:{self.num_edits}")
-        return rng.sample(earlier, min(self.config.rehearse, len(earlier)))
+        drawn = rng.sample(range(len(targets)), min(self.config.rehearse, len(targets)))
+        return [EditRecord(prompt=prompts[i], target=targets[i], id=f"rehearsed-{i}") for i in drawn]
 
     def _replay_rows(self, count: int) -> list[str]:
         """WISE-Retrieve's replay: earlier memories' prompts join the rows the new shard must ignore."""
@@ -230,7 +231,7 @@ class WiseMethod(EditingMethod):
                       seed=shard_mask_seed(cfg.seed, self.num_shards))
         prompts = [p for part in parts for p in part.prompts]
         merged = Memory(delta=delta, min_score=self._min_score(delta, prompts), act_ratio=cfg.act_ratio,
-                        kind="merged", prompts=prompts, targets=[t for part in parts for t in part.targets])
+                        kind="merged", prompts=prompts)
         self.merged = self.merged + [merged] if cfg.retrieve else [merged]
         self.pending = []
         self._sync()
