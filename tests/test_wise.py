@@ -297,26 +297,18 @@ def test_modules_with_bias_and_conv1d(arch, tok):
 
 # -- what default settings achieve on tiny models (issue 3's first bar, in part) -----------------------
 
-SUBJECTS = ["Alice", "Bob", "Carol", "Dave", "Erin", "Frank", "Grace", "Heidi", "Ivan", "Judy"]
-RELATIONS = ["works as a", "was born in", "plays the", "speaks", "lives in"]
-OBJECTS = ["doctor", "Paris", "violin", "French", "Berlin", "teacher", "Tokyo", "piano", "German", "Rome"]
-
-
 @pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2"])
 def test_ten_sequential_edits_are_recalled_with_default_settings(arch):
     """10 edits one after another, default settings: every edit recalled (teacher-forced), and the
     predictions on 50 unrelated prompts kept. Measured: Rel 1.00 and Loc .98 (one borderline prompt
-    of 50) on all three; without rehearsal Rel was .83-.95. The issue asks Loc >= .99: not met yet."""
-    import random
-
+    of 50) on all three; without rehearsal Rel was .83-.95. The issue asks Loc >= .99: not met yet.
+    GPT-2 and GPT-J are left out: their random test beds cannot tell the edits apart (docs/wise.md)."""
     from wiseedit.evaluation.metrics import agreement, argmax_predictions, token_accuracy
+    from wiseedit.testing.tiny_edits import ten_edits, unrelated_prompts
 
     tok = tiny_tokenizer(vocab_size=1000)
-    rng = random.Random(0)
-    edits = [EditRecord(prompt=f"{s} {RELATIONS[i % 5]}", target=OBJECTS[(i * 3) % 10], id=str(i))
-             for i, s in enumerate(SUBJECTS)]
-    words = "the a of river sky blue green music art science water fire old new city road house tree song book"
-    unrelated = [(" ".join(rng.choice(words.split()) for _ in range(rng.randint(3, 7))), "x") for _ in range(50)]
+    edits = ten_edits()
+    unrelated = [(u, "x") for u in unrelated_prompts(50)]
     model = tiny_model(arch, tok, ffn_mult=32)
     before = argmax_predictions(model, tok, unrelated)
     method = WiseMethod.create(model, tok)
