@@ -39,8 +39,9 @@ from wiseedit.methods.base import MethodState
 from wiseedit.methods.registry import method_class
 from wiseedit.recipe.checkpoint import META_FILE, TRAINING_FILE, WEIGHTS_FILE, list_checkpoints, load_networks
 from wiseedit.recipe.config import RecipeConfig
-from wiseedit.recipe.encoder import pool
+from wiseedit.recipe.encoder import SentenceEncoder, pool
 from wiseedit.recipe.method import RecipeMethod
+from wiseedit.recipe.networks import RecipeNetworks
 from wiseedit.recipe.store import KnowledgeStore
 from wiseedit.recipe.train import train_recipe
 from wiseedit.testing.tiny import tiny_model
@@ -359,10 +360,12 @@ def test_checkpoint_files(llama):
     assert networks.config == TEST_CONFIG
 
 
-@pytest.mark.parametrize("bank_refresh", [0, 3])  # 3: the resumed run starts between two refreshes
-def test_resume_continues_exactly_as_one_run(gpt2, tmp_path, bank_refresh):
+# bank_refresh 3: the resumed run starts between two refreshes; "pooled": MLP_P's own projection resumes too
+@pytest.mark.parametrize("bank_refresh, prompt_input", [(0, "key"), (3, "key"), (0, "pooled")])
+def test_resume_continues_exactly_as_one_run(gpt2, tmp_path, bank_refresh, prompt_input):
     world, tok = gpt2.world, gpt2.world.tokenizer
-    config = replace(TEST_CONFIG, checkpoint_every=2, keep_checkpoints=0, bank_refresh=bank_refresh)
+    config = replace(TEST_CONFIG, checkpoint_every=2, keep_checkpoints=0, bank_refresh=bank_refresh,
+                     prompt_input=prompt_input)
     whole = train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path / "a", steps=4)
     train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path / "b", steps=2)
     resumed = train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path / "b", steps=4)
@@ -373,6 +376,26 @@ def test_resume_continues_exactly_as_one_run(gpt2, tmp_path, bank_refresh):
     with pytest.raises(BadInputError, match="another config"):
         train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], replace(config, lr=1e-4),
                      tmp_path / "b", steps=6)
+
+
+@pytest.mark.parametrize("prompt_input, reads_the_key", [("key", True), ("pooled", False)])
+def test_prompt_input_chooses_what_the_prompt_mlp_reads(prompt_input, reads_the_key):
+    tok = train_tokenizer(["a red hat", "a blue car"] * 4, vocab_size=300)
+    networks = RecipeNetworks(SentenceEncoder(*_tiny_encoder(tok)), replace(TEST_CONFIG, prompt_input=prompt_input),
+                              d_llm=16).eval()  # eval: no dropout, so the two passes below agree
+    keys, prompts = networks.knowledge(["a red hat", "a blue car"])
+    assert keys.shape == (2, TEST_CONFIG.d_r) and prompts.shape == (2, TEST_CONFIG.prompt_tokens, 16)
+    # the prompt depends on MLP_K's weights exactly when MLP_P reads the knowledge key
+    grads = torch.autograd.grad(prompts.square().sum(), list(networks.knowledge_head.parameters()),
+                                allow_unused=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in grads) == reads_the_key
+    assert torch.equal(prompts, networks.prompt_head(keys if reads_the_key else networks.encoder(
+        ["a red hat", "a blue car"])))
+
+
+def test_an_unknown_prompt_input_is_refused():
+    with pytest.raises(BadInputError, match="unknown RECIPE prompt_input 'target'; choose one of: key, pooled"):
+        RecipeConfig.from_dict({"prompt_input": "target"})
 
 
 def test_negatives_bank_hides_statements_that_answer_the_query():

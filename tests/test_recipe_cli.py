@@ -164,6 +164,7 @@ def test_a_second_call_resumes_from_the_newest_checkpoint(trained, files, tmp_pa
     (["--seed", "3"], "seed 3 (the checkpoint has 0)"),
     (["--preset", "paper"], "d_r 4096 (the checkpoint has 512)"),
     (["--bank-refresh", "0"], "bank_refresh 0 (the checkpoint has 7)"),
+    (["--prompt-input", "pooled"], "prompt_input 'pooled' (the checkpoint has 'key')"),
 ])
 def test_resuming_with_other_settings_is_refused(trained, files, tmp_path, args, message):
     out = _copy(trained[2], tmp_path / "run")
@@ -255,6 +256,9 @@ def test_the_named_train_splits_leave_out_what_the_suites_evaluate():
     texts = {t for e in data.edits for t in (e.prompt, *e.rephrase, *(p.prompt for p in e.locality))}
     assert not texts & evaluated
     assert data.identity() == load_train_data("world-train").identity()  # stable: resuming relies on it
+    x4 = load_train_data("world-train-x4")  # the same facts, each edited to 4 objects
+    assert (len(x4.edits), len(x4.skipped), x4.dropped_texts) == (2800, 0, 0)
+    assert {(e.prompt, e.target) for e in data.edits} <= {(e.prompt, e.target) for e in x4.edits}
 
     counterfact = load_train_data("counterfact-train")  # 279 prompts and 2765 probes/paraphrases evaluated
     assert (len(counterfact.edits), len(counterfact.skipped), counterfact.dropped_texts) == (6967, 3033, 2765)

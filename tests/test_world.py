@@ -7,7 +7,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from wiseedit.world.generator import build_world
 from wiseedit.world.relations import OBJECTS, RELATIONS
-from wiseedit.world.suite import EDITED_RELATIONS, world_edits
+from wiseedit.world.suite import EDITED_RELATIONS, object_variants, world_edits
 
 
 def test_world_is_deterministic_and_rich_enough():
@@ -39,6 +39,25 @@ def test_suite_splits_never_overlap_and_edits_are_counterfactual():
     for edit in evaluated:
         per_person.setdefault(edit.subject, set()).add(edit.extra["relation"])
     assert all(len(r) == EDITED_RELATIONS for r in per_person.values())
+
+
+def test_object_variants_edit_each_fact_to_distinct_objects_of_its_type():
+    world = build_world()
+    training = world_edits("train", world=world)
+    variants = object_variants(training, 4, world=world)
+    assert len(variants) == 4 * len(training) and len({v.id for v in variants}) == len(variants)
+    assert set(training) <= set(variants)  # the original edits, unchanged, among them
+    by_fact = {}
+    for v in variants:
+        by_fact.setdefault((v.subject, v.extra["relation"]), []).append(v)
+    assert len(by_fact) == len(training)
+    for (subject, relation), group in by_fact.items():
+        objects = [v.target for v in group]
+        assert len(set(objects)) == 4 and world.facts[(subject, relation)] not in objects
+        assert set(objects) <= set(OBJECTS[world.relation(relation).object_type])
+        assert len({(v.prompt, v.rephrase, v.locality) for v in group}) == 1  # only the object differs
+    assert [v.target for v in variants] == [v.target for v in object_variants(training, 4, world=world)]
+    assert [v.id for v in variants[:50]] != [v.id for v in sorted(variants, key=lambda v: v.id)[:50]]  # shuffled
 
 
 def test_shipped_model_loads_offline_and_knows_the_world():

@@ -20,7 +20,7 @@ from wiseedit.cli.common import (
 )
 from wiseedit.cli.output import StepProgress, note, print_json, stderr_console
 from wiseedit.errors import BadInputError
-from wiseedit.recipe.config import Preset
+from wiseedit.recipe.config import Preset, PromptInput
 
 EXAMPLE = "wiseedit train-recipe --model world --data world-train --steps 3000"
 DEFAULT_STEPS = 2000  # kept equal to wiseedit.recipe.run.DEFAULT_STEPS (that module imports torch)
@@ -28,7 +28,7 @@ DEFAULT_STEPS = 2000  # kept equal to wiseedit.recipe.run.DEFAULT_STEPS (that mo
 HELP = "\n\n".join([
     "Meta-train RECIPE for a base model: the encoder, heads and sentinel that turn each edit into a "
     "retrievable continuous prompt. The base model stays frozen; the result is tied to it.",
-    "Train on a train split (world-train, counterfact-train) or an edit file whose records have a "
+    "Train on a train split (world-train, world-train-x4, counterfact-train) or an edit file whose records have a "
     "rephrase and a locality probe (records without are skipped, each named by file:line). Evaluation "
     "suites are refused: training on what is evaluated would leak. Checkpoints (safetensors) are written "
     "to --out every --checkpoint-every steps and at the end; a rerun resumes from the newest one "
@@ -46,8 +46,9 @@ def train_recipe_command(
     model: ModelOpt = None,
     data: Annotated[Optional[str], typer.Option(
         "--data", metavar="DATA", rich_help_panel=DATA_PANEL, show_default=False,
-        help="world-train, counterfact-train, or an edit file (JSONL or JSON array; [bold]-[/bold]: "
-             "standard input) whose records have rephrase and locality.")] = None,
+        help="world-train, world-train-x4 (each fact edited to 4 objects), counterfact-train, or an edit "
+             "file (JSONL or JSON array; [bold]-[/bold]: standard input) whose records have rephrase and "
+             "locality.")] = None,
     out: Annotated[Optional[Path], typer.Option(
         "--out", "-o", metavar="DIR", rich_help_panel=OUTPUT_PANEL,
         help="Training folder (checkpoints step-N/, train_log.jsonl). Default: ./<model name>.recipe.")] = None,
@@ -71,6 +72,10 @@ def train_recipe_command(
         "--bank-refresh", metavar="N", min=0, rich_help_panel=TRAINING_PANEL, show_default=False,
         help="Steps between refreshes of the negatives bank: every training statement's key joins each "
              "step's retrieval negatives (0: the batch's only, as the paper). Default: the preset's.")] = None,
+    prompt_input: Annotated[Optional[PromptInput], typer.Option(
+        "--prompt-input", metavar="FROM", rich_help_panel=TRAINING_PANEL, show_default=False,
+        help="What the prompt MLP reads: key (the knowledge key, as the paper) or pooled (the encoder's "
+             "pooled output, which keeps the edit's object). Default: key.")] = None,
     seed: Annotated[Optional[int], typer.Option(
         "--seed", metavar="S", rich_help_panel=TRAINING_PANEL, show_default=False,
         help="Seed of the initialisation and of the batch order. Default: 0.")] = None,
@@ -95,7 +100,8 @@ def train_recipe_command(
     console = stderr_console()
     with StepProgress(console) as progress:
         run = train(model, data, out, encoder=encoder, preset=preset, steps=steps, batch_size=batch_size, lr=lr,
-                    seed=seed, checkpoint_every=checkpoint_every, bank_refresh=bank_refresh, resume=not restart,
+                    seed=seed, checkpoint_every=checkpoint_every, bank_refresh=bank_refresh,
+                    prompt_input=prompt_input, resume=not restart,
                     device=device, dtype=dtype, progress=progress, log=note(console), stdin=sys.stdin)
     document = run.to_json()
     loss = "" if run.running_loss is None else f", running loss {run.running_loss:.4f}"

@@ -26,6 +26,9 @@ DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 #: The presets of :meth:`RecipeConfig.preset`.
 Preset = Literal["default", "paper"]
 
+#: What the prompt MLP reads: the knowledge key (the paper) or the encoder's pooled output.
+PromptInput = Literal["key", "pooled"]
+
 
 @dataclass(frozen=True)
 class RecipeConfig:
@@ -33,6 +36,8 @@ class RecipeConfig:
     encoder: str = DEFAULT_ENCODER  # any Hugging Face encoder: local path, hub id, or the alias above
     d_r: int = 512                  # width of knowledge/query keys; the paper uses 4096 (see module doc)
     prompt_tokens: int = 3          # l: continuous prompt vectors prefixed to the LLM input
+    prompt_input: PromptInput = "key"  # what MLP_P reads: "key" (the paper) or "pooled" (the encoder's
+                                    # pooled output, which retrieval training does not strip of the object)
     sentinel_tokens: int = 10       # learned vectors the encoder turns into the Knowledge Sentinel
     max_text_tokens: int = 128      # encoder inputs are truncated to this many tokens
     # -- meta-training (recipe.md section 3)
@@ -56,6 +61,9 @@ class RecipeConfig:
         if unknown:
             raise BadInputError(f"unknown RECIPE option(s): {', '.join(unknown)}; "
                                 f"known: {', '.join(sorted(known))}")
+        if values.get("prompt_input", "key") not in get_args(PromptInput):
+            raise BadInputError(f"unknown RECIPE prompt_input {values['prompt_input']!r}; choose one of: "
+                                f"{', '.join(get_args(PromptInput))}")
         return cls(**values)
 
     @classmethod

@@ -21,15 +21,20 @@ class KeyHead(nn.Module):
 
 
 class PromptHead(nn.Module):
-    """MLP_P: a knowledge key to `prompt_tokens` continuous prompt vectors of the LLM's hidden size."""
+    """MLP_P: a knowledge key to `prompt_tokens` continuous prompt vectors of the LLM's hidden size.
 
-    def __init__(self, d_r: int, prompt_tokens: int, d_llm: int):
+    With `input_size` given, it reads a vector of that width instead (the encoder's pooled output)
+    through a projection to d_r first."""
+
+    def __init__(self, d_r: int, prompt_tokens: int, d_llm: int, input_size: int | None = None):
         super().__init__()
         self.prompt_tokens, self.d_llm = prompt_tokens, d_llm
+        self.proj = nn.Linear(input_size, d_r) if input_size is not None else None
         self.mlp = nn.Linear(d_r, d_r)
         self.out = nn.Linear(d_r, prompt_tokens * d_llm)
 
-    def forward(self, key: torch.Tensor) -> torch.Tensor:
+    def forward(self, source: torch.Tensor) -> torch.Tensor:
+        key = self.proj(source) if self.proj is not None else source  # (B, d_r)
         x = F.relu(self.mlp(key)) + key  # (B, d_r)
         return self.out(x).view(-1, self.prompt_tokens, self.d_llm)  # (B, l, d_llm)
 

