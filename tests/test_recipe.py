@@ -394,8 +394,11 @@ def test_prompt_input_chooses_what_the_prompt_mlp_reads(prompt_input, reads_the_
 
 
 def test_an_unknown_prompt_input_is_refused():
-    with pytest.raises(BadInputError, match="unknown RECIPE prompt_input 'target'; choose one of: key, pooled"):
+    message = "unknown RECIPE prompt_input 'target'; choose one of: key, pooled"
+    with pytest.raises(BadInputError, match=message):
         RecipeConfig.from_dict({"prompt_input": "target"})
+    with pytest.raises(BadInputError, match=message):  # however the config is made
+        replace(TEST_CONFIG, prompt_input="target")
 
 
 def test_negatives_bank_hides_statements_that_answer_the_query():

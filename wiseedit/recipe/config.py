@@ -50,6 +50,9 @@ class RecipeConfig:
     keep_checkpoints: int = 2       # newest checkpoints kept in out_dir (0: keep all)
     encode_batch_size: int = 64     # statements encoded per encoder pass when edits are applied
 
+    def __post_init__(self) -> None:
+        check_prompt_input(self.prompt_input)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -61,9 +64,6 @@ class RecipeConfig:
         if unknown:
             raise BadInputError(f"unknown RECIPE option(s): {', '.join(unknown)}; "
                                 f"known: {', '.join(sorted(known))}")
-        if values.get("prompt_input", "key") not in get_args(PromptInput):
-            raise BadInputError(f"unknown RECIPE prompt_input {values['prompt_input']!r}; choose one of: "
-                                f"{', '.join(get_args(PromptInput))}")
         return cls(**values)
 
     @classmethod
@@ -74,3 +74,10 @@ class RecipeConfig:
         if name not in presets:
             raise BadInputError(f"unknown RECIPE preset {name!r}; choose one of: {', '.join(presets)}")
         return replace(presets[name], **overrides)
+
+
+def check_prompt_input(value: str) -> None:
+    """Refuse a `prompt_input` that is not one of :data:`PromptInput`, in one sentence."""
+    if value not in get_args(PromptInput):
+        choices = ", ".join(get_args(PromptInput))
+        raise BadInputError(f"unknown RECIPE prompt_input {value!r}; choose one of: {choices}")

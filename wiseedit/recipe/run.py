@@ -17,13 +17,13 @@ import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence, TextIO, get_args
+from typing import Callable, Sequence, TextIO
 
 from wiseedit.artifacts.location import sanitise_name
 from wiseedit.edits.record import EditRecord
 from wiseedit.errors import BadInputError
 from wiseedit.recipe.checkpoint import check_base, list_checkpoints, read_meta
-from wiseedit.recipe.config import Preset, PromptInput, RecipeConfig
+from wiseedit.recipe.config import Preset, PromptInput, RecipeConfig, check_prompt_input
 from wiseedit.recipe.encoder import check_encoder, encoder_name
 from wiseedit.recipe.sources import TrainData, load_train_data, usable
 from wiseedit.recipe.train import LOG_FILE, train_recipe
@@ -105,8 +105,8 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
     ``paper`` (roberta-base, d_r 4096). `bank_refresh`: steps between refreshes of the negatives bank
     (:mod:`wiseedit.recipe.bank`; 0: batch negatives only). `prompt_input`: what MLP_P reads, ``key``
     (the paper) or ``pooled`` (the encoder's pooled output). None for `preset`, `encoder`, `batch_size`,
-    `lr`, `seed`, `checkpoint_every`, `bank_refresh`, `prompt_input` means the checkpoint's value when resuming, else
-    the preset's (seed 0). Writes checkpoints to `out` every `checkpoint_every` steps and at the end
+    `lr`, `seed`, `checkpoint_every`, `bank_refresh`, `prompt_input` means the checkpoint's value when
+    resuming, else the preset's (seed 0). Writes checkpoints to `out` every `checkpoint_every` steps and at the end
     (see the module docstring for resuming). `progress` gets a :class:`TrainProgress` before the first
     step and after each; `log` one-line notes. Raises BadInputError on bad input, before the model is
     loaded when it can.
@@ -120,8 +120,8 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
             raise BadInputError(f"{name} must be at least 1, got {value}")
     if bank_refresh is not None and bank_refresh < 0:
         raise BadInputError(f"bank_refresh must be 0 (off) or a number of steps, got {bank_refresh}")
-    if prompt_input is not None and prompt_input not in get_args(PromptInput):
-        raise BadInputError(f"unknown prompt input {prompt_input!r}; choose one of: {', '.join(get_args(PromptInput))}")
+    if prompt_input is not None:
+        check_prompt_input(prompt_input)
     if lr is not None and not lr > 0:
         raise BadInputError(f"lr must be positive, got {lr}")
     train_data = (load_train_data(data, stdin=stdin) if isinstance(data, (str, Path))
