@@ -360,12 +360,13 @@ def test_checkpoint_files(llama):
     assert networks.config == TEST_CONFIG
 
 
-# bank_refresh 3: the resumed run starts between two refreshes; "pooled": MLP_P's own projection resumes too
-@pytest.mark.parametrize("bank_refresh, prompt_input", [(0, "key"), (3, "key"), (0, "pooled")])
-def test_resume_continues_exactly_as_one_run(gpt2, tmp_path, bank_refresh, prompt_input):
+# bank_refresh 3: the resumed run starts between two refreshes; "pooled": MLP_P's own projection resumes
+# too; encoder_lr: Adam's two parameter groups resume too
+@pytest.mark.parametrize("settings", [{}, {"bank_refresh": 3}, {"prompt_input": "pooled"},
+                                      {"key_init": "mean", "encoder_lr": 1e-4}])
+def test_resume_continues_exactly_as_one_run(gpt2, tmp_path, settings):
     world, tok = gpt2.world, gpt2.world.tokenizer
-    config = replace(TEST_CONFIG, checkpoint_every=2, keep_checkpoints=0, bank_refresh=bank_refresh,
-                     prompt_input=prompt_input)
+    config = replace(TEST_CONFIG, checkpoint_every=2, keep_checkpoints=0, **settings)
     whole = train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path / "a", steps=4)
     train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path / "b", steps=2)
     resumed = train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path / "b", steps=4)
@@ -393,12 +394,45 @@ def test_prompt_input_chooses_what_the_prompt_mlp_reads(prompt_input, reads_the_
         ["a red hat", "a blue car"])))
 
 
-def test_an_unknown_prompt_input_is_refused():
-    message = "unknown RECIPE prompt_input 'target'; choose one of: key, pooled"
+@pytest.mark.parametrize("field, choices", [("prompt_input", "key, pooled"), ("key_init", "random, mean")])
+def test_an_unknown_choice_is_refused(field, choices):
+    message = f"unknown RECIPE {field} 'target'; choose one of: {choices}"
     with pytest.raises(BadInputError, match=message):
-        RecipeConfig.from_dict({"prompt_input": "target"})
+        RecipeConfig.from_dict({field: "target"})
     with pytest.raises(BadInputError, match=message):  # however the config is made
-        replace(TEST_CONFIG, prompt_input="target")
+        replace(TEST_CONFIG, **{field: "target"})
+
+
+@pytest.mark.parametrize("key_init", ["random", "mean"])
+def test_key_init_mean_starts_the_keys_as_the_encoders_mean_pooling(key_init):
+    tok = train_tokenizer(["a red hat", "a blue car", "the old man"] * 4, vocab_size=300)
+    texts = ["a red hat", "a blue car", "the old man"]
+    networks = RecipeNetworks(SentenceEncoder(*_tiny_encoder(tok)), replace(TEST_CONFIG, key_init=key_init),
+                              d_llm=16).eval()
+    with torch.no_grad():
+        pooled = networks.encoder(texts)  # (3, 4H): pooler, mean, max, min
+        keys, queries = networks.knowledge(texts)[0], networks.query_keys(texts)
+    H = networks.encoder.hidden_size
+    mean = torch.cat([pooled[:, H:2 * H], torch.zeros(3, TEST_CONFIG.d_r - H)], dim=1)  # (3, d_r)
+    error = ((keys - mean).norm(dim=1) / mean.norm(dim=1)).max().item()
+    assert torch.equal(keys, queries)  # MLP_Q starts as a copy of MLP_K either way
+    if key_init == "mean":
+        assert error < 0.05  # only the residual branch, scaled to 1%, differs
+    else:
+        assert error > 0.5
+
+
+@pytest.mark.parametrize("encoder_lr, encoder_moves", [(0.0, False), (None, True)])
+def test_encoder_lr_sets_the_encoders_own_rate(gpt2, tmp_path, encoder_lr, encoder_moves):
+    world, tok = gpt2.world, gpt2.world.tokenizer
+    config = replace(TEST_CONFIG, encoder_lr=encoder_lr)
+    initial = train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path / "a", steps=0)
+    first = {name: value.clone() for name, value in initial.networks.state_dict().items()}
+    after = train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path / "b",
+                         steps=2).networks.state_dict()
+    moved = {name: not torch.equal(first[name], after[name]) for name in first}
+    assert all(moved[n] == encoder_moves for n in moved if n.startswith("encoder."))
+    assert moved["knowledge_head.proj.weight"] and moved["sentinel.vectors"]  # the heads keep --lr
 
 
 def test_negatives_bank_hides_statements_that_answer_the_query():

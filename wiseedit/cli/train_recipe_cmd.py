@@ -20,7 +20,7 @@ from wiseedit.cli.common import (
 )
 from wiseedit.cli.output import StepProgress, note, print_json, stderr_console
 from wiseedit.errors import BadInputError
-from wiseedit.recipe.config import Preset, PromptInput
+from wiseedit.recipe.config import KeyInit, Preset, PromptInput
 
 EXAMPLE = "wiseedit train-recipe --model world --data world-train --steps 3000"
 DEFAULT_STEPS = 2000  # kept equal to wiseedit.recipe.run.DEFAULT_STEPS (that module imports torch)
@@ -68,6 +68,10 @@ def train_recipe_command(
     lr: Annotated[Optional[float], typer.Option(
         "--lr", metavar="LR", rich_help_panel=TRAINING_PANEL, show_default=False,
         help="Adam learning rate. Default: 1e-5 (the paper's, for a pretrained encoder).")] = None,
+    encoder_lr: Annotated[Optional[float], typer.Option(
+        "--encoder-lr", metavar="LR", rich_help_panel=TRAINING_PANEL, show_default=False,
+        help="The encoder's own learning rate (0 freezes it), the heads and sentinel keeping --lr. "
+             "Default: --lr (one rate, as the paper).")] = None,
     bank_refresh: Annotated[Optional[int], typer.Option(
         "--bank-refresh", metavar="N", min=0, rich_help_panel=TRAINING_PANEL, show_default=False,
         help="Steps between refreshes of the negatives bank: every training statement's key joins each "
@@ -76,6 +80,10 @@ def train_recipe_command(
         "--prompt-input", metavar="FROM", rich_help_panel=TRAINING_PANEL, show_default=False,
         help="What the prompt MLP reads: key (the knowledge key, as the paper) or pooled (the encoder's "
              "pooled output, which keeps the edit's object). Default: key.")] = None,
+    key_init: Annotated[Optional[KeyInit], typer.Option(
+        "--key-init", metavar="INIT", rich_help_panel=TRAINING_PANEL, show_default=False,
+        help="How the key and query heads start: random (as the paper) or mean (as the encoder's mean "
+             "pooling, so retrieval starts from the encoder's similarity of sentences). Default: random.")] = None,
     seed: Annotated[Optional[int], typer.Option(
         "--seed", metavar="S", rich_help_panel=TRAINING_PANEL, show_default=False,
         help="Seed of the initialisation and of the batch order. Default: 0.")] = None,
@@ -101,7 +109,8 @@ def train_recipe_command(
     with StepProgress(console) as progress:
         run = train(model, data, out, encoder=encoder, preset=preset, steps=steps, batch_size=batch_size, lr=lr,
                     seed=seed, checkpoint_every=checkpoint_every, bank_refresh=bank_refresh,
-                    prompt_input=prompt_input, resume=not restart,
+                    prompt_input=prompt_input, key_init=key_init, encoder_lr=encoder_lr,
+                    resume=not restart,
                     device=device, dtype=dtype, progress=progress, log=note(console), stdin=sys.stdin)
     document = run.to_json()
     loss = "" if run.running_loss is None else f", running loss {run.running_loss:.4f}"

@@ -29,6 +29,12 @@ Preset = Literal["default", "paper"]
 #: What the prompt MLP reads: the knowledge key (the paper) or the encoder's pooled output.
 PromptInput = Literal["key", "pooled"]
 
+#: How MLP_K and MLP_Q start: random (the paper) or as the encoder's mean pooling.
+KeyInit = Literal["random", "mean"]
+
+#: The config fields whose values are one of a fixed set, and that set.
+_CHOICES = {"prompt_input": PromptInput, "key_init": KeyInit}
+
 
 @dataclass(frozen=True)
 class RecipeConfig:
@@ -38,11 +44,14 @@ class RecipeConfig:
     prompt_tokens: int = 3          # l: continuous prompt vectors prefixed to the LLM input
     prompt_input: PromptInput = "key"  # what MLP_P reads: "key" (the paper) or "pooled" (the encoder's
                                     # pooled output, which retrieval training does not strip of the object)
+    key_init: KeyInit = "random"    # how MLP_K/MLP_Q start: "random" (the paper) or "mean" (as the
+                                    # encoder's mean pooling: retrieval starts from its sentence similarity)
     sentinel_tokens: int = 10       # learned vectors the encoder turns into the Knowledge Sentinel
     max_text_tokens: int = 128      # encoder inputs are truncated to this many tokens
     # -- meta-training (recipe.md section 3)
     batch_size: int = 8             # edits per step; the other rows of a batch are the negatives
     lr: float = 1e-5                # Adam, no schedule (the paper); ~1e-3 for an encoder from scratch
+    encoder_lr: float | None = None # the encoder's own Adam lr (0 freezes it); None: lr, as the paper
     margin: float = 1.2             # hinge losses stop where p(wanted) >= margin x p(best other)
     bank_refresh: int = 0           # >0: every training statement's key, refreshed every this many steps,
                                     # joins the negatives (0: the batch's statements only, as the paper)
@@ -51,7 +60,8 @@ class RecipeConfig:
     encode_batch_size: int = 64     # statements encoded per encoder pass when edits are applied
 
     def __post_init__(self) -> None:
-        check_prompt_input(self.prompt_input)
+        for name in _CHOICES:
+            check_choice(name, getattr(self, name))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,8 +86,9 @@ class RecipeConfig:
         return replace(presets[name], **overrides)
 
 
-def check_prompt_input(value: str) -> None:
-    """Refuse a `prompt_input` that is not one of :data:`PromptInput`, in one sentence."""
-    if value not in get_args(PromptInput):
-        choices = ", ".join(get_args(PromptInput))
-        raise BadInputError(f"unknown RECIPE prompt_input {value!r}; choose one of: {choices}")
+def check_choice(name: str, value: str) -> None:
+    """Refuse a value of the config field `name` (``prompt_input``, ``key_init``) that is not one of its
+    choices, in one sentence."""
+    choices = get_args(_CHOICES[name])
+    if value not in choices:
+        raise BadInputError(f"unknown RECIPE {name} {value!r}; choose one of: {', '.join(choices)}")

@@ -83,8 +83,13 @@ def load_encoder(name: str):
     return model, tokenizer
 
 
+#: The four H-wide parts of :func:`pool`'s output, in order.
+POOLED_PARTS = ("pooler", "mean", "max", "min")
+
+
 def pool(hidden: torch.Tensor, mask: torch.Tensor, pooler: torch.Tensor | None) -> torch.Tensor:
-    """RECIPE's pooling of `hidden` (B, T, H) under `mask` (B, T): returns (B, 4H)."""
+    """RECIPE's pooling of `hidden` (B, T, H) under `mask` (B, T): returns (B, 4H), the parts of
+    :data:`POOLED_PARTS` side by side."""
     m = mask.bool()[..., None]  # (B, T, 1)
     if pooler is None:
         first = mask.long().argmax(dim=1)  # (B,) first real token, whichever side the padding is on

@@ -19,6 +19,20 @@ class KeyHead(nn.Module):
         x = self.proj(pooled)  # (B, d_r)
         return F.relu(self.mlp(x)) + x  # (B, d_r)
 
+    @torch.no_grad()
+    def start_as(self, part: slice) -> None:
+        """Start as the identity on `part` of the pooled input (its first d_r dims if wider), with the
+        residual branch scaled to 1% so that keys are about that part: retrieval then starts from the
+        encoder's own similarity of sentences rather than from a random projection of it.
+
+        The residual branch is scaled, not zeroed: at exactly zero its ReLU would pass no gradient."""
+        width = min(part.stop - part.start, self.proj.out_features)
+        self.proj.weight.zero_()
+        self.proj.bias.zero_()
+        self.proj.weight[:width, part.start:part.start + width] = torch.eye(width)
+        self.mlp.weight.mul_(0.01)
+        self.mlp.bias.zero_()
+
 
 class PromptHead(nn.Module):
     """MLP_P: a knowledge key to `prompt_tokens` continuous prompt vectors of the LLM's hidden size.

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from wiseedit.recipe.config import RecipeConfig
-from wiseedit.recipe.encoder import SentenceEncoder
+from wiseedit.recipe.encoder import POOLED_PARTS, SentenceEncoder
 from wiseedit.recipe.heads import KeyHead, PromptHead, Sentinel
 
 
@@ -26,6 +26,9 @@ class RecipeNetworks(nn.Module):
         self.encoder = encoder
         self.knowledge_head = KeyHead(encoder.pooled_size, config.d_r)  # MLP_K
         self.query_head = KeyHead(encoder.pooled_size, config.d_r)  # MLP_Q
+        if config.key_init == "mean":
+            start = POOLED_PARTS.index("mean") * encoder.hidden_size
+            self.knowledge_head.start_as(slice(start, start + encoder.hidden_size))
         # MLP_Q starts as a copy of MLP_K (separate weights): a query then starts out retrieving the
         # statement whose pooled encoding is closest to its own (lexical overlap), which training
         # refines; independent inits make early retrieval random and generalise worse on small data.

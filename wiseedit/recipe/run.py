@@ -23,7 +23,7 @@ from wiseedit.artifacts.location import sanitise_name
 from wiseedit.edits.record import EditRecord
 from wiseedit.errors import BadInputError
 from wiseedit.recipe.checkpoint import check_base, list_checkpoints, read_meta
-from wiseedit.recipe.config import Preset, PromptInput, RecipeConfig, check_prompt_input
+from wiseedit.recipe.config import KeyInit, Preset, PromptInput, RecipeConfig, check_choice
 from wiseedit.recipe.encoder import check_encoder, encoder_name
 from wiseedit.recipe.sources import TrainData, load_train_data, usable
 from wiseedit.recipe.train import LOG_FILE, train_recipe
@@ -93,7 +93,8 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
           encoder: str | None = None, preset: Preset | None = None, steps: int = DEFAULT_STEPS,
           batch_size: int | None = None, lr: float | None = None, seed: int | None = None,
           checkpoint_every: int | None = None, bank_refresh: int | None = None,
-          prompt_input: PromptInput | None = None, resume: bool = True,
+          prompt_input: PromptInput | None = None, key_init: KeyInit | None = None,
+          encoder_lr: float | None = None, resume: bool = True,
           device: str = "auto", dtype: str = "auto", progress: TrainProgressFn | None = None,
           log: LogFn | None = None, stdin: TextIO | None = None) -> TrainingRun:
     """Meta-train RECIPE against the frozen base `model` until `steps` steps are done in total.
@@ -104,8 +105,10 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
     or a cached Hugging Face id; None: the preset's. `preset`: ``default`` (MiniLM, d_r 512) or
     ``paper`` (roberta-base, d_r 4096). `bank_refresh`: steps between refreshes of the negatives bank
     (:mod:`wiseedit.recipe.bank`; 0: batch negatives only). `prompt_input`: what MLP_P reads, ``key``
-    (the paper) or ``pooled`` (the encoder's pooled output). None for `preset`, `encoder`, `batch_size`,
-    `lr`, `seed`, `checkpoint_every`, `bank_refresh`, `prompt_input` means the checkpoint's value when
+    (the paper) or ``pooled`` (the encoder's pooled output). `key_init`: how MLP_K/MLP_Q start,
+    ``random`` (the paper) or ``mean`` (as the encoder's mean pooling). `encoder_lr`: the encoder's own
+    learning rate (0 freezes it). None for `preset`, `encoder`, `batch_size`, `lr`, `seed`,
+    `checkpoint_every`, and the settings above means the checkpoint's value when
     resuming, else the preset's (seed 0). Writes checkpoints to `out` every `checkpoint_every` steps and at the end
     (see the module docstring for resuming). `progress` gets a :class:`TrainProgress` before the first
     step and after each; `log` one-line notes. Raises BadInputError on bad input, before the model is
@@ -120,10 +123,13 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
             raise BadInputError(f"{name} must be at least 1, got {value}")
     if bank_refresh is not None and bank_refresh < 0:
         raise BadInputError(f"bank_refresh must be 0 (off) or a number of steps, got {bank_refresh}")
-    if prompt_input is not None:
-        check_prompt_input(prompt_input)
+    for name, value in (("prompt_input", prompt_input), ("key_init", key_init)):
+        if value is not None:
+            check_choice(name, value)
     if lr is not None and not lr > 0:
         raise BadInputError(f"lr must be positive, got {lr}")
+    if encoder_lr is not None and not encoder_lr >= 0:
+        raise BadInputError(f"encoder_lr must be 0 (a frozen encoder) or positive, got {encoder_lr}")
     train_data = (load_train_data(data, stdin=stdin) if isinstance(data, (str, Path))
                   else usable("edits", list(data)))
     resolve_model(model)  # an unknown model is refused before anything else is done
@@ -132,13 +138,15 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
         sanitise_name(local.resolve().name if local.is_dir() else model.partition("@")[0]) + SUFFIX)
     latest = _latest_checkpoint(out)
     meta = read_meta(latest) if latest is not None and resume else None
+    training = {"batch_size": batch_size, "lr": lr, "bank_refresh": bank_refresh, "prompt_input": prompt_input,
+                "key_init": key_init, "encoder_lr": encoder_lr}  # the config fields given (None: not given)
     if meta is not None:
-        config, seed = _resumed_settings(meta, latest, train_data, encoder, preset, batch_size, lr, seed,
-                                         checkpoint_every, bank_refresh, prompt_input)
+        config, seed = _resumed_settings(meta, latest, train_data, encoder, preset, seed, checkpoint_every,
+                                         training)
     else:
-        overrides = {k: v for k, v in (("batch_size", batch_size), ("lr", lr), ("checkpoint_every", checkpoint_every),
-                                       ("bank_refresh", bank_refresh), ("prompt_input", prompt_input))
-                     if v is not None}
+        overrides = {k: v for k, v in training.items() if v is not None}
+        if checkpoint_every is not None:
+            overrides["checkpoint_every"] = checkpoint_every
         config = RecipeConfig.preset(preset or "default", **overrides)
         if encoder is not None:
             config = replace(config, encoder=encoder_name(encoder))
@@ -163,8 +171,10 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
                 log(f"restart: removed {removed} checkpoint(s) and the training log from {out}")
             bank = f", negatives bank refreshed every {config.bank_refresh} steps" if config.bank_refresh else ""
             reads = ", prompts from the pooled encoding" if config.prompt_input == "pooled" else ""
+            keys = ", keys start as the mean pooling" if config.key_init == "mean" else ""
+            enc_lr = f" (encoder {config.encoder_lr:g})" if config.encoder_lr is not None else ""
             log(f"starting at step 0: encoder {config.encoder}, d_r {config.d_r}, batch {config.batch_size}, "
-                f"lr {config.lr:g}, seed {seed}{bank}{reads}")
+                f"lr {config.lr:g}{enc_lr}, seed {seed}{bank}{reads}{keys}")
     if log:
         log(_data_note(train_data))
     start = int(meta["step"]) if meta is not None else 0
@@ -210,9 +220,10 @@ def _latest_checkpoint(out: Path) -> Path | None:
     return None
 
 
-def _resumed_settings(meta: dict, latest: Path, data: TrainData, encoder, preset, batch_size, lr, seed,
-                      checkpoint_every, bank_refresh=None, prompt_input=None) -> tuple[RecipeConfig, int]:
-    """The config and seed of a resumed run: the checkpoint's, refusing given settings that differ."""
+def _resumed_settings(meta: dict, latest: Path, data: TrainData, encoder, preset, seed, checkpoint_every,
+                      training: dict) -> tuple[RecipeConfig, int]:
+    """The config and seed of a resumed run: the checkpoint's, refusing given settings that differ
+    (`training`: config fields given, None where not)."""
     saved = RecipeConfig.from_dict(meta["config"])
     given = {}
     if preset is not None:
@@ -220,8 +231,7 @@ def _resumed_settings(meta: dict, latest: Path, data: TrainData, encoder, preset
         given.update({"d_r": ref.d_r, "encoder": ref.encoder})
     if encoder is not None:
         given["encoder"] = encoder_name(encoder)
-    given.update({k: v for k, v in (("batch_size", batch_size), ("lr", lr), ("bank_refresh", bank_refresh),
-                                    ("prompt_input", prompt_input)) if v is not None})
+    given.update({k: v for k, v in training.items() if v is not None})
     if seed is not None:
         given["seed"] = seed
     recorded = saved.to_dict() | {"seed": meta["seed"]}

@@ -88,7 +88,7 @@ def train_recipe(llm, llm_tokenizer, encoder: str | Path | tuple | None, train_e
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), _frozen(llm):
         torch.manual_seed(seed)
         networks, start = _initial_networks(llm, encoder, config, out_dir, seed, resume, device)
-        optimizer = torch.optim.Adam(networks.parameters(), lr=config.lr)
+        optimizer = torch.optim.Adam(_parameter_groups(networks, config), lr=config.lr)
         bank = NegativesBank(items, config.bank_refresh) if config.bank_refresh else None
         if start:
             extra = load_training_state(list_checkpoints(out_dir)[-1], optimizer)
@@ -140,6 +140,17 @@ def _initial_networks(llm, encoder, config: RecipeConfig, out_dir: Path, seed: i
     networks = RecipeNetworks(SentenceEncoder(model, tokenizer, config.max_text_tokens), config,
                               llm_hidden_size(llm))
     return networks.to(device), 0
+
+
+def _parameter_groups(networks: RecipeNetworks, config: RecipeConfig) -> list[dict]:
+    """Adam's parameter groups: everything at ``lr``, or, with ``encoder_lr``, the encoder's weights at
+    that rate and the heads and sentinel at ``lr`` (a pretrained encoder keeps its similarity of
+    sentences better at a lower rate than freshly initialised heads need)."""
+    if config.encoder_lr is None:
+        return [{"params": list(networks.parameters())}]
+    encoder = {id(p) for p in networks.encoder.parameters()}
+    return [{"params": [p for p in networks.parameters() if id(p) in encoder], "lr": config.encoder_lr},
+            {"params": [p for p in networks.parameters() if id(p) not in encoder]}]
 
 
 def _training_fields(config: dict) -> dict:
