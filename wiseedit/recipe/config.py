@@ -33,7 +33,7 @@ PromptInput = Literal["key", "pooled"]
 KeyInit = Literal["random", "mean"]
 
 #: The config fields whose values are one of a fixed set, and that set.
-_CHOICES = {"prompt_input": PromptInput, "key_init": KeyInit}
+CHOICES = {"prompt_input": PromptInput, "key_init": KeyInit}
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class RecipeConfig:
     encode_batch_size: int = 64     # statements encoded per encoder pass when edits are applied
 
     def __post_init__(self) -> None:
-        for name in _CHOICES:
+        for name in CHOICES:
             check_choice(name, getattr(self, name))
 
     def to_dict(self) -> dict:
@@ -87,8 +87,8 @@ class RecipeConfig:
 
 
 def check_choice(name: str, value: str) -> None:
-    """Refuse a value of the config field `name` (``prompt_input``, ``key_init``) that is not one of its
+    """Refuse a value of the config field `name` (a key of :data:`CHOICES`) that is not one of its
     choices, in one sentence."""
-    choices = get_args(_CHOICES[name])
+    choices = get_args(CHOICES[name])
     if value not in choices:
         raise BadInputError(f"unknown RECIPE {name} {value!r}; choose one of: {', '.join(choices)}")

@@ -23,7 +23,7 @@ from wiseedit.artifacts.location import sanitise_name
 from wiseedit.edits.record import EditRecord
 from wiseedit.errors import BadInputError
 from wiseedit.recipe.checkpoint import check_base, list_checkpoints, read_meta
-from wiseedit.recipe.config import KeyInit, Preset, PromptInput, RecipeConfig, check_choice
+from wiseedit.recipe.config import CHOICES, KeyInit, Preset, PromptInput, RecipeConfig, check_choice
 from wiseedit.recipe.encoder import check_encoder, encoder_name
 from wiseedit.recipe.sources import TrainData, load_train_data, usable
 from wiseedit.recipe.train import LOG_FILE, train_recipe
@@ -123,9 +123,11 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
             raise BadInputError(f"{name} must be at least 1, got {value}")
     if bank_refresh is not None and bank_refresh < 0:
         raise BadInputError(f"bank_refresh must be 0 (off) or a number of steps, got {bank_refresh}")
-    for name, value in (("prompt_input", prompt_input), ("key_init", key_init)):
-        if value is not None:
-            check_choice(name, value)
+    training = {"batch_size": batch_size, "lr": lr, "bank_refresh": bank_refresh, "prompt_input": prompt_input,
+                "key_init": key_init, "encoder_lr": encoder_lr}  # the config fields given (None: not given)
+    for name in CHOICES:
+        if training[name] is not None:
+            check_choice(name, training[name])
     if lr is not None and not lr > 0:
         raise BadInputError(f"lr must be positive, got {lr}")
     if encoder_lr is not None and not encoder_lr >= 0:
@@ -138,8 +140,6 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
         sanitise_name(local.resolve().name if local.is_dir() else model.partition("@")[0]) + SUFFIX)
     latest = _latest_checkpoint(out)
     meta = read_meta(latest) if latest is not None and resume else None
-    training = {"batch_size": batch_size, "lr": lr, "bank_refresh": bank_refresh, "prompt_input": prompt_input,
-                "key_init": key_init, "encoder_lr": encoder_lr}  # the config fields given (None: not given)
     if meta is not None:
         config, seed = _resumed_settings(meta, latest, train_data, encoder, preset, seed, checkpoint_every,
                                          training)
