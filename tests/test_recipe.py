@@ -15,6 +15,7 @@ checks only (generate vs teacher forcing, mixed batches, reload, refusal).
 
 from __future__ import annotations
 
+import json
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -433,6 +434,23 @@ def test_encoder_lr_sets_the_encoders_own_rate(gpt2, tmp_path, encoder_lr, encod
     moved = {name: not torch.equal(first[name], after[name]) for name in first}
     assert all(moved[n] == encoder_moves for n in moved if n.startswith("encoder."))
     assert moved["knowledge_head.proj.weight"] and moved["sentinel.vectors"]  # the heads keep --lr
+
+
+def test_resuming_from_a_checkpoint_whose_settings_were_altered_is_refused(gpt2, tmp_path):
+    # a checkpoint trained with encoder_lr (two Adam groups) whose recorded config lost the field (edited
+    # by hand, or written by a prototype): one clear sentence, and the checkpoint is left as it was
+    world, tok = gpt2.world, gpt2.world.tokenizer
+    config = replace(TEST_CONFIG, checkpoint_every=2, keep_checkpoints=0, encoder_lr=1e-4)
+    train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path, steps=2)
+    meta_file = next(tmp_path.glob("step-*")) / "recipe_checkpoint.json"
+    meta = json.loads(meta_file.read_text())
+    meta["config"]["encoder_lr"] = None
+    meta_file.write_text(json.dumps(meta))
+    before = {f: f.read_bytes() for f in tmp_path.rglob("*") if f.is_file()}
+    with pytest.raises(BadInputError, match=r"2 parameter group\(s\) saved, 1 expected"):
+        train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], replace(config, encoder_lr=None),
+                     tmp_path, steps=4)
+    assert {f: f.read_bytes() for f in tmp_path.rglob("*") if f.is_file()} == before
 
 
 def test_negatives_bank_hides_statements_that_answer_the_query():
