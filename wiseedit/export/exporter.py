@@ -14,7 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-from wiseedit.artifacts import CONFIG_FILE, Delta, atomic_directory, atomic_write_text, backup_path, check_base, load_delta
+from wiseedit.artifacts import (CONFIG_FILE, Delta, atomic_directory, atomic_write_text, backup_path, check_base,
+                                load_delta)
 from wiseedit.artifacts.atomic import interrupted_write_message
 from wiseedit.errors import BadInputError, WiseEditError
 from wiseedit.export import measure

@@ -54,7 +54,8 @@ def install_routing_hook(model: nn.Module, state: RoutingState, query_mask: Call
             mask = args[1]
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         token_mask = mask.bool() if mask is not None and mask.dim() == 2 else None
-        for extra in (query_mask(), None if input_ids is None else ~torch.isin(input_ids, special.to(input_ids.device))):
+        not_special = None if input_ids is None else ~torch.isin(input_ids, special.to(input_ids.device))
+        for extra in (query_mask(), not_special):
             if extra is None:
                 continue
             if token_mask is None:
