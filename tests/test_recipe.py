@@ -166,12 +166,7 @@ def _pairs(edits):
 
 def _hits(method, prompts: list[str]) -> list[bool]:
     """Whether each prompt, alone, retrieves a stored edit."""
-    tok = method.tokenizer
-    out = []
-    for p in prompts:
-        ids = torch.tensor([tok(p)["input_ids"]])
-        out.append(bool(method._retrieve(ids, torch.ones_like(ids, dtype=torch.bool))[1][0]))
-    return out
+    return [r.hit for r in method.lookup(prompts)]
 
 
 def _mixed_prompts(setup, method) -> list[str]:
@@ -200,6 +195,26 @@ def test_trained_edits_are_recalled_and_unrelated_prompts_unchanged(llama):
     assert sum(rel) / 10 == 1.0
     assert all(s.exact_match for s in gen)  # greedy decoding says the same
     assert sum(loc) / len(loc) >= 0.99
+
+
+def test_lookup_names_the_retrieved_edit_and_agrees_with_what_the_model_does(llama):
+    world, tok = llama.world, llama.world.tokenizer
+    prompts = [e.prompt for e in world.train[:10]] + [p for p, _ in world.unrelated[:20]]
+    last = [llama.llm(input_ids=torch.tensor([tok(p)["input_ids"]])).logits[0, -1] for p in prompts]
+    m = RecipeMethod.create(llama.llm, tok, {"checkpoint": str(llama.checkpoint)})
+    try:
+        empty = m.lookup([world.train[0].prompt])
+        assert empty[0].id is None and empty[0].margin == float("-inf") and not empty[0].hit
+        m.apply(world.train[:10])
+        edits = m.lookup([e.prompt for e in world.train[:10]])
+        assert [r.id for r in edits] == [e.id for e in world.train[:10]] and all(r.hit for r in edits)
+        looked_up = m.lookup(prompts)
+        for prompt, base, found in zip(prompts, last, looked_up):
+            edited = llama.llm(input_ids=torch.tensor([tok(prompt)["input_ids"]])).logits[0, -1]
+            assert (not torch.equal(edited, base)) == found.hit, prompt  # a hit, and only a hit, prefixes
+    finally:
+        m.detach()
+    assert sum(r.hit for r in looked_up[10:]) <= 1  # the unrelated prompts fall back to the sentinel
 
 
 # -- mechanics (Llama and GPT-2) ---------------------------------------------------------------------

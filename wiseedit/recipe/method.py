@@ -19,6 +19,7 @@ keys remembered per token sequence, so repeated prompts are encoded once).
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 from collections.abc import Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -35,6 +36,18 @@ from wiseedit.recipe.prefix import PromptInjector
 from wiseedit.recipe.store import KnowledgeStore
 
 STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """What one query retrieves (:meth:`RecipeMethod.lookup`)."""
+
+    id: str | None  # the top-1 stored edit (None: the store is empty)
+    margin: float  # its similarity minus the sentinel's; its prompt is prefixed when > 0
+
+    @property
+    def hit(self) -> bool:
+        return self.margin > 0
 _OPTIONS = MappingProxyType({"checkpoint": None, "index": "exact", "query_cache_size": 4096})
 
 
@@ -130,13 +143,30 @@ class RecipeMethod(EditingMethod):
         present = [r for r in range(B) if tokens[r]]
         if not len(self.store) or not present:
             return prompts, hit
-        queries = self._query_keys([tokens[r] for r in present])  # (P, d_r)
-        scores, rows = self.store.search(queries)  # (P,), (P,)
-        sentinel = queries @ self._sentinel / cfg.d_r ** 0.5  # (P,)
+        margins, rows = self._top1([tokens[r] for r in present])  # (P,), (P,)
         chosen = torch.tensor(present, device=hit.device)
-        hit[chosen] = scores > sentinel  # strictly greater: a tie keeps the base model
+        hit[chosen] = margins > 0  # strictly: a tie with the sentinel keeps the base model
         prompts[chosen] = self.store.prompts[rows.clamp(min=0)]
         return prompts, hit
+
+    @torch.no_grad()
+    def lookup(self, prompts: Sequence[str]) -> list[Retrieval]:
+        """What each prompt, given alone, retrieves: its top-1 stored edit and that edit's margin over
+        the Knowledge Sentinel (the edit's prompt vectors are prefixed when the margin is positive).
+        For calibration and debugging: why an unrelated prompt changed, how close a neighbour came."""
+        if not prompts:
+            return []
+        margins, rows = self._top1([tuple(self.tokenizer(p)["input_ids"]) for p in prompts])
+        ids = self.store.ids
+        return [Retrieval(ids[r] if r >= 0 else None, float(m)) for m, r in zip(margins.tolist(), rows.tolist())]
+
+    def _top1(self, token_rows: list[tuple[int, ...]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per token sequence: the top-1 row's similarity minus the sentinel's, and the row (-1 and -inf
+        when the store is empty): ((P,), (P,))."""
+        queries = self._query_keys(token_rows)  # (P, d_r)
+        scores, rows = self.store.search(queries)  # (P,), (P,)
+        sentinel = queries @ self._sentinel / self.networks.config.d_r ** 0.5  # (P,)
+        return scores - sentinel, rows
 
     def _query_keys(self, token_rows: list[tuple[int, ...]]) -> torch.Tensor:
         """Query keys (P, d_r) of token sequences, through a bounded cache keyed by the tokens."""

@@ -1,0 +1,79 @@
+"""What a RECIPE checkpoint retrieves once T edits are stored: the part of Rel / Gen / Loc that is the
+retriever's and the sentinel's, apart from what the prompt vectors then do.
+
+    python scripts/recipe_retrieval.py CHECKPOINT [--model world] [--suite world] [-T 1000] [--threads 1]
+
+The first T edits of the suite are stored, then every edit prompt, two rephrasings per edit and every
+locality probe is looked up alone (:meth:`wiseedit.recipe.method.RecipeMethod.lookup`). Printed:
+
+- ``first``: how often the query's top-1 stored edit is its own (edit prompts, rephrasings);
+- ``retrieved``: how often that own edit also beats the sentinel (what Rel / Gen need), and for
+  locality probes how often *any* edit does (each such probe is prefixed with a stranger's prompt);
+- the same at sentinel offsets (a margin above the offset counts as a hit): how far moving the
+  sentinel would trade recall against locality;
+- locality by probe position (the world suite: 1 = the same person's other fact, 2 = another person);
+- a few probes that retrieve, with the edit they retrieve.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from wiseedit.evaluation.suites import open_suite
+from wiseedit.models import load_base
+from wiseedit.recipe.method import RecipeMethod
+
+OFFSETS = (-2.0, -1.0, 0.0, 1.0, 2.0, 4.0)
+REPHRASINGS = 2  # per edit
+
+
+def rate(flags) -> str:
+    flags = list(flags)
+    return f"{sum(flags) / len(flags):.3f}" if flags else "-"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("--model", default="world")
+    parser.add_argument("--suite", default="world")
+    parser.add_argument("-T", "--edits", type=int, default=1000)
+    parser.add_argument("--examples", type=int, default=6)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    base = load_base(args.model, device="cpu")
+    edits = open_suite(args.suite).edits[: args.edits]
+    method = RecipeMethod.create(base.model, base.tokenizer, {"checkpoint": args.checkpoint})
+    method.apply(edits)
+
+    own = method.lookup([e.prompt for e in edits])
+    rephrased = [(e.id, r) for e in edits for r in e.rephrase[:REPHRASINGS]]
+    reph = method.lookup([r for _, r in rephrased])
+    probes = [(pos, p.prompt) for e in edits for pos, p in enumerate(e.locality, start=1)]
+    loc = method.lookup([p for _, p in probes])
+
+    print(f"{args.checkpoint}: {len(edits)} edits of {args.suite} stored")
+    print(f"first:     edit prompt {rate(r.id == e.id for r, e in zip(own, edits))}, "
+          f"rephrasing {rate(r.id == i for r, (i, _) in zip(reph, rephrased))}")
+    print("| sentinel offset | edit prompt retrieved | rephrasing retrieved | locality probe retrieves |")
+    print("| --- | --- | --- | --- |")
+    for offset in OFFSETS:
+        print(f"| {offset:+g} | {rate(r.id == e.id and r.margin > offset for r, e in zip(own, edits))} "
+              f"| {rate(r.id == i and r.margin > offset for r, (i, _) in zip(reph, rephrased))} "
+              f"| {rate(r.margin > offset for r in loc)} |")
+    for position in sorted({pos for pos, _ in probes}):
+        hits = (r.hit for r, (pos, _) in zip(loc, probes) if pos == position)
+        print(f"locality probe {position}: retrieves {rate(hits)}")
+    by_id = {e.id: e for e in edits}
+    shown = [(p, r) for (_, p), r in zip(probes, loc) if r.hit][: args.examples]
+    for prompt, found in shown:
+        edit = by_id[found.id]
+        print(f"  {prompt!r} -> {edit.prompt} {edit.target} (margin {found.margin:.2f})")
+
+
+if __name__ == "__main__":
+    main()
