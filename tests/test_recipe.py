@@ -217,6 +217,27 @@ def test_lookup_names_the_retrieved_edit_and_agrees_with_what_the_model_does(lla
     assert sum(r.hit for r in looked_up[10:]) <= 1  # the unrelated prompts fall back to the sentinel
 
 
+def test_sentinel_offset_makes_retrieval_stricter_and_is_saved(llama):
+    world, tok = llama.world, llama.world.tokenizer
+    prompts = [e.prompt for e in world.train[:10]]
+    base = argmax_predictions(llama.llm, tok, _pairs(world.train[:10]))
+    m = RecipeMethod.create(llama.llm, tok, {"checkpoint": str(llama.checkpoint)})
+    m.apply(world.train[:10])
+    margins = sorted(r.margin for r in m.lookup(prompts))
+    m.detach()
+    offset = (margins[4] + margins[5]) / 2  # between the 5th and 6th edit's margin over the sentinel
+    strict = RecipeMethod.create(llama.llm, tok, {"checkpoint": str(llama.checkpoint), "sentinel_offset": offset})
+    try:
+        strict.apply(world.train[:10])
+        found = strict.lookup(prompts)
+        assert sum(r.hit for r in found) == 5 and all(r.hit == (r.margin > offset) for r in found)
+        after = argmax_predictions(llama.llm, tok, _pairs(world.train[:10]), method=strict)
+        assert [a == b for a, b in zip(after, base)] == [not r.hit for r in found]  # missed: the base model's
+        assert strict.state().config["options"]["sentinel_offset"] == offset  # saved with the delta
+    finally:
+        strict.detach()
+
+
 # -- mechanics (Llama and GPT-2) ---------------------------------------------------------------------
 
 def test_generate_agrees_with_teacher_forcing(setup, method):
@@ -583,6 +604,9 @@ def test_registry_options_and_presets(llama):
         RecipeMethod.create(llama.llm, tok, {})
     with pytest.raises(BadInputError, match="unknown RECIPE option"):
         RecipeMethod.create(llama.llm, tok, {"checkpoint": str(llama.checkpoint), "colour": 1})
+    for bad in ("high", True, float("nan"), None):
+        with pytest.raises(BadInputError, match="sentinel_offset must be a number"):
+            RecipeMethod.create(llama.llm, tok, {"checkpoint": str(llama.checkpoint), "sentinel_offset": bad})
     assert RecipeConfig.preset("paper").d_r == 4096 and RecipeConfig.preset("paper").encoder == "roberta-base"
 
 

@@ -13,11 +13,14 @@ can be pointed to by editing ``options.checkpoint`` in the delta's saved method 
 
 Options (``create``): ``checkpoint`` (required: a checkpoint folder or a training ``out_dir``),
 ``index`` (``"exact"`` or ``"hnsw"``, see :mod:`wiseedit.recipe.store`), ``query_cache_size`` (query
-keys remembered per token sequence, so repeated prompts are encoded once).
+keys remembered per token sequence, so repeated prompts are encoded once), ``sentinel_offset`` (how far
+the top-1 edit's similarity must exceed the sentinel's for its prompt to be used; default 0, the
+paper's rule; higher is stricter: fewer unrelated prompts touched, fewer rephrasings recalled).
 """
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from collections.abc import Sequence
@@ -43,12 +46,10 @@ class Retrieval:
     """What one query retrieves (:meth:`RecipeMethod.lookup`)."""
 
     id: str | None  # the top-1 stored edit (None: the store is empty)
-    margin: float  # its similarity minus the sentinel's; its prompt is prefixed when > 0
-
-    @property
-    def hit(self) -> bool:
-        return self.margin > 0
-_OPTIONS = MappingProxyType({"checkpoint": None, "index": "exact", "query_cache_size": 4096})
+    margin: float  # its similarity minus the sentinel's
+    hit: bool  # whether its prompt is prefixed: margin > the sentinel_offset option (0 by default)
+_OPTIONS = MappingProxyType({"checkpoint": None, "index": "exact", "query_cache_size": 4096,
+                             "sentinel_offset": 0.0})
 
 
 class RecipeMethod(EditingMethod):
@@ -145,20 +146,21 @@ class RecipeMethod(EditingMethod):
             return prompts, hit
         margins, rows = self._top1([tokens[r] for r in present])  # (P,), (P,)
         chosen = torch.tensor(present, device=hit.device)
-        hit[chosen] = margins > 0  # strictly: a tie with the sentinel keeps the base model
+        hit[chosen] = margins > self.options["sentinel_offset"]  # strictly: a tie keeps the base model
         prompts[chosen] = self.store.prompts[rows.clamp(min=0)]
         return prompts, hit
 
     @torch.no_grad()
     def lookup(self, prompts: Sequence[str]) -> list[Retrieval]:
         """What each prompt, given alone, retrieves: its top-1 stored edit and that edit's margin over
-        the Knowledge Sentinel (the edit's prompt vectors are prefixed when the margin is positive).
+        the Knowledge Sentinel (its prompt vectors are prefixed when the margin exceeds
+        ``sentinel_offset``, 0 by default).
         For calibration and debugging: why an unrelated prompt changed, how close a neighbour came."""
         if not prompts:
             return []
         margins, rows = self._top1([tuple(self.tokenizer(p)["input_ids"]) for p in prompts])
-        ids = self.store.ids
-        return [Retrieval(ids[r] if r >= 0 else None, float(m)) for m, r in zip(margins.tolist(), rows.tolist())]
+        ids, offset = self.store.ids, self.options["sentinel_offset"]
+        return [Retrieval(ids[r] if r >= 0 else None, m, m > offset) for m, r in zip(margins.tolist(), rows.tolist())]
 
     def _top1(self, token_rows: list[tuple[int, ...]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per token sequence: the top-1 row's similarity minus the sentinel's, and the row (-1 and -inf
@@ -207,7 +209,11 @@ def _resolved_options(options: dict | None) -> dict:
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:
         raise BadInputError(f"unknown RECIPE option(s): {', '.join(unknown)}; known: {', '.join(_OPTIONS)}")
-    return {**_OPTIONS, **options}
+    offset = options.get("sentinel_offset", 0.0)
+    if isinstance(offset, bool) or not isinstance(offset, (int, float)) or not math.isfinite(offset):
+        raise BadInputError(f"RECIPE option sentinel_offset must be a number (0: the paper's rule, higher: "
+                            f"stricter retrieval), got {offset!r}")
+    return {**_OPTIONS, **options, "sentinel_offset": float(offset)}
 
 
 def _device(model) -> torch.device:
