@@ -271,6 +271,9 @@ def test_the_named_train_splits_leave_out_what_the_suites_evaluate():
     x4 = load_train_data("world-train-x4")  # the same facts, each edited to 4 objects
     assert (len(x4.edits), len(x4.skipped), x4.dropped_texts) == (2800, 0, 0)
     assert {(e.prompt, e.target) for e in data.edits} <= {(e.prompt, e.target) for e in x4.edits}
+    invented = load_train_data("world-train-x4-invented")  # and 600 invented people's edits
+    assert (len(invented.edits), len(invented.skipped), invented.dropped_texts) == (2800 + 3000, 0, 0)
+    assert invented.edits[:2800] == x4.edits and not {e.subject for e in invented.edits} & eval_people
 
     counterfact = load_train_data("counterfact-train")  # 279 prompts and 2765 probes/paraphrases evaluated
     assert (len(counterfact.edits), len(counterfact.skipped), counterfact.dropped_texts) == (6967, 3033, 2765)

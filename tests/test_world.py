@@ -6,8 +6,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 from wiseedit.world.generator import build_world
-from wiseedit.world.relations import OBJECTS, RELATIONS
-from wiseedit.world.suite import EDITED_RELATIONS, object_variants, world_edits
+from wiseedit.world.relations import FIRST_SYLLABLES, OBJECTS, RELATIONS
+from wiseedit.world.suite import EDITED_RELATIONS, invented_edits, object_variants, world_edits
 
 
 def test_world_is_deterministic_and_rich_enough():
@@ -40,6 +40,23 @@ def test_suite_splits_never_overlap_and_edits_are_counterfactual():
         per_person.setdefault(edit.subject, set()).add(edit.extra["relation"])
     assert all(len(r) == EDITED_RELATIONS for r in per_person.values())
 
+
+def test_invented_people_are_new_names_edited_like_the_train_split():
+    world = build_world()
+    edits = invented_edits(40, world=world)
+    people = {e.subject for e in edits}
+    assert len(people) == 40 and len(edits) == 40 * EDITED_RELATIONS
+    assert not people & set(world.entities)  # nobody the model read about, the eval people included
+    firsts = [name.split()[0].lower() for name in people]  # 2 of the world's first-name syllables each
+    assert all(len(f) == 4 and f[:2] in FIRST_SYLLABLES and f[2:] in FIRST_SYLLABLES for f in firsts)
+    for edit in edits:
+        same, other = edit.locality
+        assert edit.subject in same.prompt
+        assert any(p in other.prompt for p in people - {edit.subject})  # other-person probes: invented too
+        assert edit.id.startswith("world-invented-") and edit.target != edit.extra["ground_truth"]
+    eval_texts = {t for e in world_edits("eval", world=world) for t in (e.prompt, *e.rephrase)}
+    assert not {t for e in edits for t in (e.prompt, *e.rephrase)} & eval_texts
+    assert [e.to_json() for e in edits] == [e.to_json() for e in invented_edits(40, world=world)]  # stable
 
 def test_object_variants_edit_each_fact_to_distinct_objects_of_its_type():
     world = build_world()

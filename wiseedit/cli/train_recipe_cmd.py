@@ -28,12 +28,13 @@ DEFAULT_STEPS = 2000  # kept equal to wiseedit.recipe.run.DEFAULT_STEPS (that mo
 HELP = "\n\n".join([
     "Meta-train RECIPE for a base model: the encoder, heads and sentinel that turn each edit into a "
     "retrievable continuous prompt. The base model stays frozen; the result is tied to it.",
-    "Train on a train split (world-train, world-train-x4, counterfact-train) or an edit file whose records have a "
-    "rephrase and a locality probe (records without are skipped, each named by file:line). Evaluation "
-    "suites are refused: training on what is evaluated would leak. Checkpoints (safetensors) are written "
-    "to --out every --checkpoint-every steps and at the end; a rerun resumes from the newest one "
-    "(--restart starts over), with the checkpoint's settings for those left out. Then edit with "
-    "[cyan]wiseedit edit EDITS --model MODEL --method recipe --option checkpoint=CHECKPOINT[/cyan].",
+    "Train on a train split (world-train, world-train-x4, world-train-x4-invented, counterfact-train) or an "
+    "edit file whose records have a rephrase and a locality probe (records without are skipped, each named "
+    "by file:line). Evaluation suites are refused: training on what is evaluated would leak. Checkpoints "
+    "(safetensors) are written to --out every --checkpoint-every steps and at the end; a rerun resumes "
+    "from the newest one (--restart starts over), with the checkpoint's settings for those left out. "
+    "Then edit with [cyan]wiseedit edit EDITS --model MODEL --method recipe --option "
+    "checkpoint=CHECKPOINT[/cyan].",
     f"[bold]Example[/bold]:\n  [cyan]{EXAMPLE}[/cyan]",
 ])
 
@@ -46,7 +47,8 @@ def train_recipe_command(
     model: ModelOpt = None,
     data: Annotated[Optional[str], typer.Option(
         "--data", metavar="DATA", rich_help_panel=DATA_PANEL, show_default=False,
-        help="world-train, world-train-x4 (each fact edited to 4 objects), counterfact-train, or an edit "
+        help="world-train, world-train-x4 (each fact edited to 4 objects), world-train-x4-invented (and 600 "
+             "invented people), counterfact-train, or an edit "
              "file (JSONL or JSON array; [bold]-[/bold]: standard input) whose records have rephrase and "
              "locality.")] = None,
     out: Annotated[Optional[Path], typer.Option(

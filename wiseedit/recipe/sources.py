@@ -7,6 +7,11 @@ Named splits:
 - ``world-train-x4``: the same facts, each edited to 4 different objects (2,800 edits,
   :func:`~wiseedit.world.suite.object_variants`), so that the prompt network cannot tie an object to
   a person and must read it from the statement (with ``prompt_input="pooled"``, see docs/recipe.md);
+- ``world-train-x4-invented``: world-train-x4 and the edits of 600 invented people (3,000 edits,
+  :func:`~wiseedit.world.suite.invented_edits`): names the world does not have, drawn from its
+  syllables, so that the retriever sees many more names than the 140 training people and learns to
+  match a name whole, not by a shared syllable (docs/recipe.md). The base model knows nothing of
+  them; the edit and locality losses need no true facts.
 - ``counterfact-train``: the shipped CounterFact train file (10,000 records, case ids disjoint from
   the counterfact suite's).
 
@@ -44,9 +49,11 @@ from wiseedit.errors import BadInputError, InputProblems
 
 WORLD_TRAIN = "world-train"
 WORLD_TRAIN_X4 = "world-train-x4"
+WORLD_TRAIN_X4_INVENTED = "world-train-x4-invented"
+INVENTED_PEOPLE = 600  # in world-train-x4-invented, beside the world's 140 training people
 COUNTERFACT_TRAIN = "counterfact-train"
 #: The train splits ``--data`` accepts by name.
-TRAIN_SPLITS: tuple[str, ...] = (WORLD_TRAIN, WORLD_TRAIN_X4, COUNTERFACT_TRAIN)
+TRAIN_SPLITS: tuple[str, ...] = (WORLD_TRAIN, WORLD_TRAIN_X4, WORLD_TRAIN_X4_INVENTED, COUNTERFACT_TRAIN)
 
 #: Evaluation suites refused by name -> what to train on instead.
 _EVALUATED = {
@@ -107,13 +114,15 @@ def load_train_data(data: str, *, stdin: TextIO | None = None) -> TrainData:
     if name in _EVALUATED:
         raise BadInputError(f"--data {name} is an evaluation suite: meta-training RECIPE on the edits and "
                             f"probes it is measured on would leak them into the retriever; {_EVALUATED[name]}")
-    if name in (WORLD_TRAIN, WORLD_TRAIN_X4):
+    if name in (WORLD_TRAIN, WORLD_TRAIN_X4, WORLD_TRAIN_X4_INVENTED):
         from wiseedit.evaluation.suites import evaluated_prompts
-        from wiseedit.world.suite import object_variants, world_edits
+        from wiseedit.world.suite import invented_edits, object_variants, world_edits
 
         records, evaluated = world_edits("train"), evaluated_prompts(world_edits("eval"))
-        if name == WORLD_TRAIN_X4:
+        if name != WORLD_TRAIN:
             records = object_variants(records, 4)
+        if name == WORLD_TRAIN_X4_INVENTED:
+            records += invented_edits(INVENTED_PEOPLE)
     elif name == COUNTERFACT_TRAIN:
         from wiseedit.evaluation import suites
 

@@ -66,9 +66,10 @@ class World:
         return out
 
 
-def _person_names(rng: random.Random, n: int) -> list[str]:
+def _person_names(rng: random.Random, n: int, taken: frozenset[str] = frozenset()) -> list[str]:
+    """`n` distinct names built from the world's syllables, none of them in `taken`."""
     names: list[str] = []
-    seen: set[str] = set()
+    seen: set[str] = set(taken)
     while len(names) < n:
         first = "".join(rng.choice(FIRST_SYLLABLES) for _ in range(2)).capitalize()
         last = "".join(rng.choice(LAST_SYLLABLES) for _ in range(rng.choice((2, 2, 3)))).capitalize()
@@ -93,3 +94,17 @@ def build_world(seed: int = DEFAULT_SEED, num_entities: int = DEFAULT_NUM_ENTITI
         split_of.update((e, name) for e in order[start:end])
         start = end
     return World(seed=seed, entities=entities, facts=facts, split_of=split_of)
+
+
+def invented_people(world: World, n: int) -> World:
+    """A world of `n` people that `world` does not have: new names from the same syllables, facts drawn
+    at random. Its people are all in split "train"; `world`'s "irrelevant" people come along (with
+    their facts) as the pool the suite draws irrelevant rows from. A model trained on `world` has never
+    read about them: they only teach a method what a *name* is (see ``world-train-x4-invented``)."""
+    rng = random.Random(f"{world.seed}:invented:{n}")
+    people = _person_names(rng, n, taken=frozenset(world.entities))
+    facts = {(e, rel.name): rng.choice(OBJECTS[rel.object_type]) for e in people for rel in RELATIONS}
+    pool = world.entities_in("irrelevant")
+    facts.update({key: obj for key, obj in world.facts.items() if key[0] in set(pool)})
+    split_of = {e: "train" for e in people} | {e: "irrelevant" for e in pool}
+    return World(seed=world.seed, entities=people + pool, facts=facts, split_of=split_of)

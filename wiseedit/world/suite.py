@@ -23,7 +23,7 @@ import random
 from dataclasses import replace
 
 from wiseedit.edits.record import EditRecord, LocalityProbe
-from wiseedit.world.generator import DEFAULT_SEED, World, build_world
+from wiseedit.world.generator import DEFAULT_SEED, World, build_world, invented_people
 from wiseedit.world.relations import OBJECTS
 
 EDITED_RELATIONS = 5  # per person; the other 2 relations are same-person locality probes
@@ -34,13 +34,16 @@ def _sentence(world: World, rng: random.Random, subject: str, relation: str) -> 
     return rel.render(subject, rng.randrange(len(rel.phrasings))), world.facts[(subject, relation)]
 
 
-def world_edits(split: str = "eval", seed: int = DEFAULT_SEED, world: World | None = None) -> list[EditRecord]:
-    """The counterfactual edits of `split` ("eval" or "train"), in their fixed (shuffled) order."""
+def world_edits(split: str = "eval", seed: int = DEFAULT_SEED, world: World | None = None,
+                label: str | None = None) -> list[EditRecord]:
+    """The counterfactual edits of `split` ("eval" or "train"), in their fixed (shuffled) order.
+    `label` (default: `split`) names them (ids ``world-<label>-NNNN``) and seeds their draws."""
     world = world or build_world(seed)
     people = world.entities_in(split)
     if not people:
         raise ValueError(f"no people in split {split!r}")
-    rng = random.Random(f"{world.seed}:suite:{split}")
+    label = label or split
+    rng = random.Random(f"{world.seed}:suite:{label}")
     # Other-person probes: the never-edited "locality" people for the eval split; for any other split,
     # the split's own other people, so that training data never holds a text the eval suite measures.
     locality_people = world.entities_in("locality")
@@ -66,12 +69,12 @@ def world_edits(split: str = "eval", seed: int = DEFAULT_SEED, world: World | No
         edits.append(EditRecord(
             prompt=rel.render(person, k),
             target=new,
-            id=f"world-{split}-{i:04d}",
+            id=f"world-{label}-{i:04d}",
             subject=person,
             rephrase=tuple(rel.render(person, j) for j in range(len(rel.phrasings)) if j != k),
             locality=(same, other),
             irrelevant=f"{irr_prompt} {irr_obj}.",
-            source=f"world:{split}:{i}",
+            source=f"world:{label}:{i}",
             extra={"relation": relation, "ground_truth": old},
         ))
     return edits
@@ -92,6 +95,14 @@ def object_variants(edits: list[EditRecord], objects: int, world: World | None =
                    for j, obj in enumerate(rng.sample(others, objects - 1), start=1))
     rng.shuffle(out)
     return out
+
+
+def invented_edits(people: int, world: World | None = None) -> list[EditRecord]:
+    """Counterfactual edits, as the train split's, of `people` invented people (names the world does
+    not have, from its syllables; :func:`~wiseedit.world.generator.invented_people`): ids
+    ``world-invented-NNNN``, other-person probes among the invented people."""
+    invented = invented_people(world or build_world(), people)
+    return world_edits("train", world=invented, label="invented")
 
 
 def world_facts(seed: int = DEFAULT_SEED, world: World | None = None) -> list[EditRecord]:
