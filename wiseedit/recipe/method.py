@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
@@ -39,6 +39,8 @@ from wiseedit.recipe.prefix import PromptInjector
 from wiseedit.recipe.store import KnowledgeStore
 
 STATE_VERSION = 1
+_OPTIONS = MappingProxyType({"checkpoint": None, "index": "exact", "query_cache_size": 4096,
+                             "sentinel_offset": 0.0})
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,6 @@ class Retrieval:
     id: str | None  # the top-1 stored edit (None: the store is empty)
     margin: float  # its similarity minus the sentinel's
     hit: bool  # whether its prompt is prefixed: margin > the sentinel_offset option (0 by default)
-_OPTIONS = MappingProxyType({"checkpoint": None, "index": "exact", "query_cache_size": 4096,
-                             "sentinel_offset": 0.0})
 
 
 class RecipeMethod(EditingMethod):
@@ -154,8 +154,8 @@ class RecipeMethod(EditingMethod):
     def lookup(self, prompts: Sequence[str]) -> list[Retrieval]:
         """What each prompt, given alone, retrieves: its top-1 stored edit and that edit's margin over
         the Knowledge Sentinel (its prompt vectors are prefixed when the margin exceeds
-        ``sentinel_offset``, 0 by default).
-        For calibration and debugging: why an unrelated prompt changed, how close a neighbour came."""
+        ``sentinel_offset``, 0 by default). For calibration and debugging: why an unrelated prompt
+        changed, how close a neighbour came."""
         if not prompts:
             return []
         margins, rows = self._top1([tuple(self.tokenizer(p)["input_ids"]) for p in prompts])

@@ -105,6 +105,6 @@ def invented_people(world: World, n: int) -> World:
     people = _person_names(rng, n, taken=frozenset(world.entities))
     facts = {(e, rel.name): rng.choice(OBJECTS[rel.object_type]) for e in people for rel in RELATIONS}
     pool = world.entities_in("irrelevant")
-    facts.update({key: obj for key, obj in world.facts.items() if key[0] in set(pool)})
+    facts.update({(e, rel.name): world.facts[(e, rel.name)] for e in pool for rel in RELATIONS})
     split_of = {e: "train" for e in people} | {e: "irrelevant" for e in pool}
     return World(seed=world.seed, entities=people + pool, facts=facts, split_of=split_of)
