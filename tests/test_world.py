@@ -58,6 +58,7 @@ def test_invented_people_are_new_names_edited_like_the_train_split():
     assert not {t for e in edits for t in (e.prompt, *e.rephrase)} & eval_texts
     assert [e.to_json() for e in edits] == [e.to_json() for e in invented_edits(40, world=world)]  # stable
 
+
 def test_object_variants_edit_each_fact_to_distinct_objects_of_its_type():
     world = build_world()
     training = world_edits("train", world=world)

@@ -225,13 +225,14 @@ def load_training_state(path: Path, optimizer: torch.optim.Optimizer) -> dict[st
             continue
         _, index, name = key.split(".", 2)
         state.setdefault(int(index), {})[name] = value
-    # Adam has one parameter group per learning rate (two with encoder_lr): a count that differs means the
-    # recorded settings are not the ones the optimizer state was saved under (an edited or foreign checkpoint)
-    expected = len(optimizer.param_groups)
-    if len(groups) != expected or any(len(g["params"]) != len(o["params"]) for g, o in zip(groups,
-                                                                                            optimizer.param_groups)):
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    except ValueError as error:
+        # torch refuses groups that differ in number or size from the optimizer's: Adam has one group per
+        # learning rate (two with encoder_lr), so the recorded settings are not the ones the state was
+        # saved under (an edited or foreign checkpoint)
         raise BadInputError(f"the optimizer state in {file} does not fit the settings its checkpoint records "
-                            f"({len(groups)} parameter group(s) saved, {expected} expected from them, e.g. "
-                            "encoder_lr); pass --restart to start over, or resume from an unaltered checkpoint")
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
+                            f"({len(groups)} parameter group(s) saved, {len(optimizer.param_groups)} expected "
+                            "from them, e.g. encoder_lr); pass --restart to start over, or resume from an "
+                            "unaltered checkpoint") from error
     return extra
