@@ -489,6 +489,27 @@ def test_resuming_from_a_checkpoint_whose_settings_were_altered_is_refused(gpt2,
     assert {f: f.read_bytes() for f in tmp_path.rglob("*") if f.is_file()} == before
 
 
+def test_edit_margin_moves_only_the_edit_loss(llama):
+    # the edit loss's own hinge margin: on trained edits the target already leads by 1.2x, so the paper's
+    # margin leaves many answer tokens at zero, a huge margin (every token pulls: plain NLL) does not; the
+    # retrieval losses, which keep `margin`, are the same number either way
+    from wiseedit.recipe.data import train_items
+    from wiseedit.recipe.train import _step_losses
+
+    networks, _, _ = load_networks(llama.checkpoint)
+    networks.eval()  # no dropout: both calls see the same encodings
+    items = train_items(llama.world.train)
+
+    def losses(edit_margin: float) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            return _step_losses(networks, llama.llm, llama.world.tokenizer, items, list(range(16)), 1.2,
+                                edit_margin, torch.Generator().manual_seed(0), torch.device("cpu"), {})
+
+    paper, pulling = losses(1.2), losses(1e9)
+    assert all(torch.equal(paper[k], pulling[k]) for k in paper if k != "edit")
+    assert pulling["edit"] > 5 * paper["edit"] > 0  # measured: 1.19 against 0.057
+
+
 def test_negatives_bank_hides_statements_that_answer_the_query():
     from wiseedit.recipe.bank import NegativesBank
     from wiseedit.recipe.data import TrainItem

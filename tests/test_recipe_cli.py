@@ -167,6 +167,7 @@ def test_a_second_call_resumes_from_the_newest_checkpoint(trained, files, tmp_pa
     (["--prompt-input", "pooled"], "prompt_input 'pooled' (the checkpoint has 'key')"),
     (["--key-init", "mean"], "key_init 'mean' (the checkpoint has 'random')"),
     (["--encoder-lr", "0"], "encoder_lr 0.0 (the checkpoint has None)"),
+    (["--edit-margin", "3"], "edit_margin 3.0 (the checkpoint has None)"),
 ])
 def test_resuming_with_other_settings_is_refused(trained, files, tmp_path, args, message):
     out = _copy(trained[2], tmp_path / "run")
@@ -247,8 +248,9 @@ def test_a_bad_encoder_is_refused_before_the_model_loads(files, tmp_path, monkey
 @pytest.mark.parametrize("args, message", [
     (["--lr", "0"], "lr must be positive, got 0.0"),
     (["--encoder-lr", "-1e-5"], "encoder_lr must be 0 (a frozen encoder) or positive, got -1e-05"),
+    (["--edit-margin", "0.5"], "edit_margin must be at least 1 (the target's lead over the runner-up), got 0.5"),
 ])
-def test_bad_learning_rates_are_refused_before_the_model_loads(files, tmp_path, args, message):
+def test_bad_rates_and_margins_are_refused_before_the_model_loads(files, tmp_path, args, message):
     result = invoke("train-recipe", "--model", files["model"], "--data", files["train"], *args, *CPU, cwd=tmp_path)
     assert result.exit_code == 2, result.output
     assert message in result.stderr and "loading model" not in result.stderr and not any(tmp_path.iterdir())

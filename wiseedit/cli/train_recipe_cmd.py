@@ -86,6 +86,10 @@ def train_recipe_command(
         "--key-init", metavar="INIT", rich_help_panel=TRAINING_PANEL, show_default=False,
         help="How the key and query heads start: random (as the paper) or mean (as the encoder's mean "
              "pooling, so retrieval starts from the encoder's similarity of sentences). Default: random.")] = None,
+    edit_margin: Annotated[Optional[float], typer.Option(
+        "--edit-margin", metavar="M", rich_help_panel=TRAINING_PANEL, show_default=False,
+        help="The edit loss keeps pulling until the target is M times as likely as the runner-up (the "
+             "retrieval losses keep 1.2). Default: 1.2, the paper's one margin.")] = None,
     seed: Annotated[Optional[int], typer.Option(
         "--seed", metavar="S", rich_help_panel=TRAINING_PANEL, show_default=False,
         help="Seed of the initialisation and of the batch order. Default: 0.")] = None,
@@ -111,7 +115,7 @@ def train_recipe_command(
     with StepProgress(console) as progress:
         run = train(model, data, out, encoder=encoder, preset=preset, steps=steps, batch_size=batch_size, lr=lr,
                     seed=seed, checkpoint_every=checkpoint_every, bank_refresh=bank_refresh,
-                    prompt_input=prompt_input, key_init=key_init, encoder_lr=encoder_lr,
+                    prompt_input=prompt_input, key_init=key_init, encoder_lr=encoder_lr, edit_margin=edit_margin,
                     resume=not restart,
                     device=device, dtype=dtype, progress=progress, log=note(console), stdin=sys.stdin)
     document = run.to_json()

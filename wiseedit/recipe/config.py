@@ -53,6 +53,8 @@ class RecipeConfig:
     lr: float = 1e-5                # Adam, no schedule (the paper); ~1e-3 for an encoder from scratch
     encoder_lr: float | None = None # the encoder's own Adam lr (0 freezes it); None: lr, as the paper
     margin: float = 1.2             # hinge losses stop where p(wanted) >= margin x p(best other)
+    edit_margin: float | None = None  # the edit loss's own margin (None: margin, the paper's one margin);
+                                      # higher makes prompts win by more than the training people need
     bank_refresh: int = 0           # >0: every training statement's key, refreshed every this many steps,
                                     # joins the negatives (0: the batch's statements only, as the paper)
     checkpoint_every: int = 500     # steps between checkpoints (the official code: 3000)

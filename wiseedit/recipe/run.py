@@ -94,7 +94,7 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
           batch_size: int | None = None, lr: float | None = None, seed: int | None = None,
           checkpoint_every: int | None = None, bank_refresh: int | None = None,
           prompt_input: PromptInput | None = None, key_init: KeyInit | None = None,
-          encoder_lr: float | None = None, resume: bool = True,
+          encoder_lr: float | None = None, edit_margin: float | None = None, resume: bool = True,
           device: str = "auto", dtype: str = "auto", progress: TrainProgressFn | None = None,
           log: LogFn | None = None, stdin: TextIO | None = None) -> TrainingRun:
     """Meta-train RECIPE against the frozen base `model` until `steps` steps are done in total.
@@ -107,7 +107,8 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
     (:mod:`wiseedit.recipe.bank`; 0: batch negatives only). `prompt_input`: what MLP_P reads, ``key``
     (the paper) or ``pooled`` (the encoder's pooled output). `key_init`: how MLP_K/MLP_Q start,
     ``random`` (the paper) or ``mean`` (as the encoder's mean pooling). `encoder_lr`: the encoder's own
-    learning rate (0 freezes it). None for `preset`, `encoder`, `batch_size`, `lr`, `seed`,
+    learning rate (0 freezes it). `edit_margin`: the edit loss's hinge margin (the retrieval losses keep
+    the config's ``margin``, 1.2). None for `preset`, `encoder`, `batch_size`, `lr`, `seed`,
     `checkpoint_every`, and the settings above means the checkpoint's value when
     resuming, else the preset's (seed 0). Writes checkpoints to `out` every `checkpoint_every` steps and at the end
     (see the module docstring for resuming). `progress` gets a :class:`TrainProgress` before the first
@@ -124,7 +125,8 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
     if bank_refresh is not None and bank_refresh < 0:
         raise BadInputError(f"bank_refresh must be 0 (off) or a number of steps, got {bank_refresh}")
     training = {"batch_size": batch_size, "lr": lr, "bank_refresh": bank_refresh, "prompt_input": prompt_input,
-                "key_init": key_init, "encoder_lr": encoder_lr}  # the config fields given (None: not given)
+                "key_init": key_init, "encoder_lr": encoder_lr,
+                "edit_margin": edit_margin}  # the config fields given (None: not given)
     for name in CHOICES:
         if training[name] is not None:
             check_choice(name, training[name])
@@ -132,6 +134,9 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
         raise BadInputError(f"lr must be positive, got {lr}")
     if encoder_lr is not None and not encoder_lr >= 0:
         raise BadInputError(f"encoder_lr must be 0 (a frozen encoder) or positive, got {encoder_lr}")
+    if edit_margin is not None and not edit_margin >= 1:
+        raise BadInputError("edit_margin must be at least 1 (the target's lead over the runner-up), got "
+                            f"{edit_margin}")
     train_data = (load_train_data(data, stdin=stdin) if isinstance(data, (str, Path))
                   else usable("edits", list(data)))
     resolve_model(model)  # an unknown model is refused before anything else is done
@@ -173,8 +178,9 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
             reads = ", prompts from the pooled encoding" if config.prompt_input == "pooled" else ""
             keys = ", keys start as the mean pooling" if config.key_init == "mean" else ""
             enc_lr = f" (encoder {config.encoder_lr:g})" if config.encoder_lr is not None else ""
+            edit = f", edit margin {config.edit_margin:g}" if config.edit_margin is not None else ""
             log(f"starting at step 0: encoder {config.encoder}, d_r {config.d_r}, batch {config.batch_size}, "
-                f"lr {config.lr:g}{enc_lr}, seed {seed}{bank}{reads}{keys}")
+                f"lr {config.lr:g}{enc_lr}, seed {seed}{bank}{reads}{keys}{edit}")
     if log:
         log(_data_note(train_data))
     start = int(meta["step"]) if meta is not None else 0

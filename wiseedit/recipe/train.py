@@ -97,12 +97,13 @@ def train_recipe(llm, llm_tokenizer, encoder: str | Path | tuple | None, train_e
         _truncate_log(out_dir / LOG_FILE, start)
         networks.train()
         history, last, memo = [], None, {}
+        edit_margin = config.margin if config.edit_margin is None else config.edit_margin
         for step in range(start, steps):
             if bank is not None:
                 bank.refresh(networks, step, config.encode_batch_size)
             picked = _batch_indices(len(items), config.batch_size, seed, step)
             torch.manual_seed(_mix(seed, step, 1))  # dropout of this step
-            losses = _step_losses(networks, llm, llm_tokenizer, items, picked, config.margin,
+            losses = _step_losses(networks, llm, llm_tokenizer, items, picked, config.margin, edit_margin,
                                   torch.Generator().manual_seed(_mix(seed, step, 2)), device, memo, bank)
             total = sum(losses.values())
             optimizer.zero_grad(set_to_none=True)
@@ -158,7 +159,7 @@ def _training_fields(config: dict) -> dict:
 
 
 def _step_losses(networks: RecipeNetworks, llm, tokenizer, items: Sequence[TrainItem], picked: list[int],
-                 margin: float, generator: torch.Generator, device, memo: dict,
+                 margin: float, edit_margin: float, generator: torch.Generator, device, memo: dict,
                  bank: NegativesBank | None = None) -> dict[str, torch.Tensor]:
     B = len(picked)
     batch = draw_batch([items[i] for i in picked], generator)
@@ -184,7 +185,7 @@ def _step_losses(networks: RecipeNetworks, llm, tokenizer, items: Sequence[Train
     logits = prompted_logits(llm, edit_inputs.input_ids, edit_inputs.attention_mask,
                              prompts.repeat(3, 1, 1))  # (3B, T, V)
     losses["edit"] = edit_nll(logits[: 2 * B], edit_inputs.input_ids[: 2 * B],
-                              edit_inputs.answer_mask[: 2 * B], margin)
+                              edit_inputs.answer_mask[: 2 * B], edit_margin)
     loc_ids, loc_mask = edit_inputs.input_ids[2 * B:], edit_inputs.attention_mask[2 * B:]
     with torch.no_grad():
         base_logits = llm(input_ids=loc_ids, attention_mask=loc_mask, use_cache=False).logits
