@@ -337,6 +337,58 @@ def test_state_restore_is_bit_identical(setup, method, tmp_path):
         method.injector.attach()  # the fixture detaches it again
 
 
+def test_fresh_reuses_the_loaded_checkpoint_and_starts_empty(llama):
+    tok = llama.world.tokenizer
+    pairs = _pairs(llama.world.train[:6]) + llama.world.unrelated[:6]
+    batch = right_padded([encode_pair(tok, p, a) for p, a in pairs], tok.pad_token_id)
+
+    def logits(method=None):
+        with method.query_tokens(batch.prompt_mask) if method else torch.no_grad():
+            return llama.llm(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+
+    base = logits()
+    options = {"checkpoint": str(llama.checkpoint), "sentinel_offset": 0.5}
+    created = RecipeMethod.create(llama.llm, tok, options)
+    created.apply(llama.world.train[:10])
+    created.detach()
+    fresh = created.fresh()
+    try:
+        assert fresh.networks is created.networks and fresh.options == created.options and len(fresh.store) == 0
+        assert torch.equal(logits(fresh), base)  # nothing stored: the base model
+        fresh.apply(llama.world.train[:10])
+        reused = logits(fresh)
+    finally:
+        fresh.detach()
+    again = RecipeMethod.create(llama.llm, tok, options)
+    try:
+        again.apply(llama.world.train[:10])
+        assert torch.equal(reused, logits(again)) and not torch.equal(reused, base)
+    finally:
+        again.detach()
+
+
+def test_the_evaluator_loads_a_checkpoint_once_and_gets_the_same_figures(llama, tmp_path, monkeypatch):
+    from wiseedit.evaluation.runner import EvalConfig, evaluate
+
+    base_dir = tmp_path / "base"
+    llama.llm.save_pretrained(base_dir)
+    llama.world.tokenizer.save_pretrained(base_dir)
+    suite = tmp_path / "suite.jsonl"
+    suite.write_text("".join(json.dumps(e.to_json()) + "\n" for e in llama.world.train[:4]))
+    config = EvalConfig(suite=str(suite), methods=("recipe",), T=(1, 2),
+                        options={"recipe": {"checkpoint": str(llama.checkpoint)}})
+    loads = []
+    real = RecipeMethod.create.__func__
+    monkeypatch.setattr(RecipeMethod, "create", classmethod(lambda cls, *a: loads.append(1) or real(cls, *a)))
+    reused = evaluate(str(base_dir), config, device="cpu")
+    assert len(loads) == 2  # the check before any block, then the first block; the other 5 blocks reuse it
+    monkeypatch.setattr(RecipeMethod, "fresh", lambda self: None)
+    anew = evaluate(str(base_dir), config, device="cpu")
+    assert len(loads) == 2 + 1 + 6
+    assert len(reused.samples) == 8 and reused.samples == anew.samples  # 4 edits at T=1 and at T=2
+    assert reused.document["metrics"] == anew.document["metrics"]
+
+
 def test_detach_gives_the_base_model_back(setup):
     tok = setup.world.tokenizer
     ids = torch.tensor([tok(setup.world.train[0].prompt)["input_ids"]])

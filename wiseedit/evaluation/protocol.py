@@ -34,6 +34,7 @@ from typing import Callable, Sequence
 
 from wiseedit.edits.record import EditRecord
 from wiseedit.evaluation import metrics
+from wiseedit.methods.base import EditingMethod
 from wiseedit.methods.registry import method_class
 
 #: The figures of a block, in table order (each a mean; None when the suite does not measure it).
@@ -141,13 +142,15 @@ def measure(model, tokenizer, method, edits: Sequence[EditRecord],
 def evaluate_block(model, tokenizer, method_name: str, options: dict | None, edits: Sequence[EditRecord],
                    base_loc: dict[str, list[list[int]]], T: int, block: int,
                    progress: Callable[[int, int], None] | None = None, *, kind: str = "qa",
-                   each_edit: bool = False) -> BlockResult:
+                   each_edit: bool = False, method: EditingMethod | None = None) -> BlockResult:
     """Apply `edits` one after another with a fresh method, measure them all, detach.
 
     With `each_edit`, each edit is measured right after it is applied instead (the weaker protocol
     that hides forgetting; see the module docstring). ``seconds_per_edit`` counts applying only.
+    `method`: an attached `method_name` method without edits to use instead of creating one.
     """
-    method = method_class(method_name).create(model, tokenizer, dict(options or {}))
+    if method is None:
+        method = method_class(method_name).create(model, tokenizer, dict(options or {}))
     seconds, samples = 0.0, []
     try:
         if each_edit:

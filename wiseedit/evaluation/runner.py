@@ -25,6 +25,7 @@ from wiseedit.evaluation.protocol import BlockResult, base_locality_predictions,
 from wiseedit.evaluation.report import EvalReport, build_report, data_identity, model_identity
 from wiseedit.evaluation.store import RunStore, UnitKey, sha256_of
 from wiseedit.evaluation.suites import open_suite
+from wiseedit.methods.base import EditingMethod
 from wiseedit.methods.registry import METHOD_NAMES, method_class
 from wiseedit.models import DType, load_base
 
@@ -195,13 +196,19 @@ def _run_units(base, config: EvalConfig, kind: str, units: list[Unit], base_loc:
         if progress:
             progress(EvalProgress(len(results), len(units), edits_done + in_block, total_edits, label))
 
+    last: dict[str, EditingMethod] = {}  # per method, the one of its previous block (detached)
     for unit in units:
         report(unit.label)
         torch.manual_seed(config.seed if config.seed is not None else DEFAULT_TORCH_SEED)
+        options = config.method_options(unit.method)
+        method = last[unit.method].fresh() if unit.method in last else None
+        if method is None:
+            method = method_class(unit.method).create(base.model, base.tokenizer, dict(options))
+        last[unit.method] = method
         result = evaluate_block(
-            base.model, base.tokenizer, unit.method, config.method_options(unit.method), unit.edits, base_loc,
+            base.model, base.tokenizer, unit.method, options, unit.edits, base_loc,
             unit.T, unit.block, lambda done, _total, label=unit.label: report(label, done),
-            kind=kind, each_edit=config.mode == "each-edit")
+            kind=kind, each_edit=config.mode == "each-edit", method=method)
         if store is not None:
             store.append(unit.key, result)
         results.append(result)

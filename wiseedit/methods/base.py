@@ -66,6 +66,12 @@ class EditingMethod(ABC):
     def detach(self) -> None:
         """Remove the method from the model, which then behaves exactly as the base model."""
 
+    def fresh(self) -> EditingMethod | None:
+        """A new method attached to the same model, with this one's settings and no edits, that reuses
+        what this one loaded (call it once this one is detached); None where nothing is worth reusing,
+        and the caller calls :meth:`create`. The evaluator uses it between blocks."""
+        return None
+
     def summary(self) -> dict:
         """A short JSON-able description of what the method holds (shown by ``wiseedit load``)."""
         return {"method": self.name}
