@@ -11,6 +11,9 @@ locality probe is looked up alone (:meth:`wiseedit.recipe.method.RecipeMethod.lo
   locality probes how often *any* edit does (each such probe is prefixed with a stranger's prompt);
 - the same at sentinel offsets (a margin above the offset counts as a hit): how far moving the
   sentinel would trade recall against locality;
+- at matched recall: the offset at which a given share of edit prompts still retrieve their own edit,
+  and what rephrasings and locality probes do there. This compares retrievers apart from where their
+  sentinels happen to sit: a better one lets fewer probes through at the same recall;
 - locality by probe position (the world suite: 1 = the same person's other fact, 2 = another person);
 - a few probes that retrieve, with the edit they retrieve.
 """
@@ -18,6 +21,7 @@ locality probe is looked up alone (:meth:`wiseedit.recipe.method.RecipeMethod.lo
 from __future__ import annotations
 
 import argparse
+import math
 
 import torch
 
@@ -27,11 +31,22 @@ from wiseedit.recipe.method import RecipeMethod
 
 OFFSETS = (-2.0, -1.0, 0.0, 1.0, 2.0, 4.0)
 REPHRASINGS = 2  # per edit
+RECALL_LEVELS = (0.95, 0.90, 0.85, 0.80)  # shares of edit prompts retrieving their own edit
 
 
 def rate(flags) -> str:
     flags = list(flags)
     return f"{sum(flags) / len(flags):.3f}" if flags else "-"
+
+
+def offset_for_recall(own_margins: list[float], total: int, level: float) -> float | None:
+    """The largest sentinel offset at which at least `level` of `total` queries still retrieve their own
+    edit (more when margins tie), given the margins of those whose top-1 is their own (`own_margins`);
+    None when fewer retrieve it."""
+    needed = -(-round(level * total * 1000) // 1000)  # ceil, robust to float error
+    if needed > len(own_margins) or needed == 0:
+        return None
+    return math.nextafter(sorted(own_margins, reverse=True)[needed - 1], -math.inf)  # hit: margin > offset
 
 
 def main() -> None:
@@ -63,6 +78,17 @@ def main() -> None:
     print("| --- | --- | --- | --- |")
     for offset in OFFSETS:
         print(f"| {offset:+g} | {rate(r.id == e.id and r.margin > offset for r, e in zip(own, edits))} "
+              f"| {rate(r.id == i and r.margin > offset for r, (i, _) in zip(reph, rephrased))} "
+              f"| {rate(r.margin > offset for r in loc)} |")
+    print("| edit prompts retrieving | at offset | rephrasing retrieved | locality probe retrieves |")
+    print("| --- | --- | --- | --- |")
+    own_margins = [r.margin for r, e in zip(own, edits) if r.id == e.id]
+    for level in RECALL_LEVELS:
+        offset = offset_for_recall(own_margins, len(edits), level)
+        if offset is None:
+            print(f"| {level:.2f} | not reached | - | - |")
+            continue
+        print(f"| {level:.2f} | {offset:+.2f} "
               f"| {rate(r.id == i and r.margin > offset for r, (i, _) in zip(reph, rephrased))} "
               f"| {rate(r.margin > offset for r in loc)} |")
     for position in sorted({pos for pos, _ in probes}):

@@ -758,3 +758,23 @@ def test_self_contained_export_carries_its_checkpoint(llama, tmp_path):
     with reexported.method.query_tokens(batch.prompt_mask):
         assert torch.equal(reexported.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits,
                            want)
+
+
+def test_matched_recall_offset_keeps_exactly_the_asked_share():
+    """scripts/recipe_retrieval.py compares retrievers at the sentinel offset where a share of edit
+    prompts still retrieve their own edit: at that offset exactly ceil(share x total) of them do."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "recipe_retrieval.py"
+    spec = importlib.util.spec_from_file_location("recipe_retrieval", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    margins = [5.0, 4.0, 3.0, 2.5, 2.0, 1.0]  # 6 of 10 prompts retrieve their own edit first
+    for level, kept in ((0.5, 5), (0.3, 3), (0.45, 5), (0.6, 6)):
+        offset = script.offset_for_recall(margins, 10, level)
+        assert sum(m > offset for m in margins) == kept
+        assert sum(m > offset + 1e-6 for m in margins) == kept - 1  # the largest such offset
+    assert script.offset_for_recall(margins, 10, 0.61) is None  # 7 needed, only 6 retrieve it
+    tied = script.offset_for_recall([3.0, 2.0, 2.0], 4, 0.5)  # a tie lets both through
+    assert sum(m > tied for m in [3.0, 2.0, 2.0]) == 3
+    assert script.offset_for_recall([0.3], 1, 1.0) < 0.3
