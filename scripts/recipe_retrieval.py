@@ -43,7 +43,7 @@ def offset_for_recall(own_margins: list[float], total: int, level: float) -> flo
     """The largest sentinel offset at which at least `level` of `total` queries still retrieve their own
     edit (more when margins tie), given the margins of those whose top-1 is their own (`own_margins`);
     None when fewer retrieve it."""
-    needed = -(-round(level * total * 1000) // 1000)  # ceil, robust to float error
+    needed = math.ceil(level * total - 1e-9)  # 1e-9: 0.95 x 1000 must not round up to 951
     if needed > len(own_margins) or needed == 0:
         return None
     return math.nextafter(sorted(own_margins, reverse=True)[needed - 1], -math.inf)  # hit: margin > offset
@@ -76,10 +76,14 @@ def main() -> None:
           f"rephrasing {rate(r.id == i for r, (i, _) in zip(reph, rephrased))}")
     print("| sentinel offset | edit prompt retrieved | rephrasing retrieved | locality probe retrieves |")
     print("| --- | --- | --- | --- |")
+    def retrieved(offset: float) -> str:
+        """Table cells at a sentinel offset: rephrasings retrieving their own edit | probes retrieving any."""
+        return (f"{rate(r.id == i and r.margin > offset for r, (i, _) in zip(reph, rephrased))} "
+                f"| {rate(r.margin > offset for r in loc)}")
+
     for offset in OFFSETS:
         print(f"| {offset:+g} | {rate(r.id == e.id and r.margin > offset for r, e in zip(own, edits))} "
-              f"| {rate(r.id == i and r.margin > offset for r, (i, _) in zip(reph, rephrased))} "
-              f"| {rate(r.margin > offset for r in loc)} |")
+              f"| {retrieved(offset)} |")
     print("| edit prompts retrieving | at offset | rephrasing retrieved | locality probe retrieves |")
     print("| --- | --- | --- | --- |")
     own_margins = [r.margin for r, e in zip(own, edits) if r.id == e.id]
@@ -88,9 +92,7 @@ def main() -> None:
         if offset is None:
             print(f"| {level:.2f} | not reached | - | - |")
             continue
-        print(f"| {level:.2f} | {offset:+.2f} "
-              f"| {rate(r.id == i and r.margin > offset for r, (i, _) in zip(reph, rephrased))} "
-              f"| {rate(r.margin > offset for r in loc)} |")
+        print(f"| {level:.2f} | {offset:+.2f} | {retrieved(offset)} |")
     for position in sorted({pos for pos, _ in probes}):
         hits = (r.hit for r, (pos, _) in zip(loc, probes) if pos == position)
         print(f"locality probe {position}: retrieves {rate(hits)}")
