@@ -14,7 +14,9 @@ locality probe is looked up alone (:meth:`wiseedit.recipe.method.RecipeMethod.lo
 - at matched recall: the offset at which a given share of edit prompts still retrieve their own edit,
   and what rephrasings and locality probes do there. This compares retrievers apart from where their
   sentinels happen to sit: a better one lets fewer probes through at the same recall;
-- locality by probe position (the world suite: 1 = the same person's other fact, 2 = another person);
+- locality by probe position (the world suite: 1 = the same person's other fact, 2 = another person),
+  at the sentinel and at 90% recall, with the share of those probes whose retrieved edit is about the
+  person the probe names (the rest retrieve another person's edit);
 - a few probes that retrieve, with the edit they retrieve.
 """
 
@@ -32,11 +34,18 @@ from wiseedit.recipe.method import RecipeMethod
 OFFSETS = (-2.0, -1.0, 0.0, 1.0, 2.0, 4.0)
 REPHRASINGS = 2  # per edit
 RECALL_LEVELS = (0.95, 0.90, 0.85, 0.80)  # shares of edit prompts retrieving their own edit
+WHOSE_LEVEL = 0.90  # the matched recall at which locality probes are also split by whose edit they retrieve
 
 
 def rate(flags) -> str:
     flags = list(flags)
     return f"{sum(flags) / len(flags):.3f}" if flags else "-"
+
+
+def names_subject(prompt: str, edit) -> bool:
+    """Whether `prompt` names the person (subject) that `edit` is about: a probe that retrieves such an
+    edit confuses two facts of one person; one that retrieves another's, two people."""
+    return bool(edit.subject) and edit.subject in prompt
 
 
 def offset_for_recall(own_margins: list[float], total: int, level: float) -> float | None:
@@ -93,10 +102,16 @@ def main() -> None:
             print(f"| {level:.2f} | not reached | - | - |")
             continue
         print(f"| {level:.2f} | {offset:+.2f} | {retrieved(offset)} |")
-    for position in sorted({pos for pos, _ in probes}):
-        hits = (r.hit for r, (pos, _) in zip(loc, probes) if pos == position)
-        print(f"locality probe {position}: retrieves {rate(hits)}")
     by_id = {e.id: e for e in edits}
+    cuts = {"the sentinel": 0.0, f"{WHOSE_LEVEL:.0%} recall": offset_for_recall(own_margins, len(edits), WHOSE_LEVEL)}
+    for position in sorted({pos for pos, _ in probes}):
+        asked = [(p, r) for (pos, p), r in zip(probes, loc) if pos == position]
+        cells = []
+        for name, offset in cuts.items():
+            if offset is not None:
+                whose = [names_subject(p, by_id[r.id]) for p, r in asked if r.margin > offset]
+                cells.append(f"{len(whose) / len(asked):.3f} at {name} (an edit of the person it names: {rate(whose)})")
+        print(f"locality probe {position} retrieves " + "; ".join(cells))
     shown = [(p, r) for (_, p), r in zip(probes, loc) if r.hit][: args.examples]
     for prompt, found in shown:
         edit = by_id[found.id]

@@ -760,15 +760,21 @@ def test_self_contained_export_carries_its_checkpoint(llama, tmp_path):
                            want)
 
 
-def test_matched_recall_offset_keeps_exactly_the_asked_share():
-    """scripts/recipe_retrieval.py compares retrievers at the sentinel offset where a share of edit
-    prompts still retrieve their own edit: at that offset exactly ceil(share x total) of them do."""
+def _retrieval_script():
+    """scripts/recipe_retrieval.py as a module (scripts/ is not a package)."""
     import importlib.util
 
     path = Path(__file__).resolve().parents[1] / "scripts" / "recipe_retrieval.py"
     spec = importlib.util.spec_from_file_location("recipe_retrieval", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+def test_matched_recall_offset_keeps_exactly_the_asked_share():
+    """scripts/recipe_retrieval.py compares retrievers at the sentinel offset where a share of edit
+    prompts still retrieve their own edit: at that offset exactly ceil(share x total) of them do."""
+    script = _retrieval_script()
     margins = [5.0, 4.0, 3.0, 2.5, 2.0, 1.0]  # 6 of 10 prompts retrieve their own edit first
     for level, kept in ((0.5, 5), (0.3, 3), (0.45, 5), (0.6, 6)):
         offset = script.offset_for_recall(margins, 10, level)
@@ -778,3 +784,14 @@ def test_matched_recall_offset_keeps_exactly_the_asked_share():
     tied = script.offset_for_recall([3.0, 2.0, 2.0], 4, 0.5)  # a tie lets both through
     assert sum(m > tied for m in [3.0, 2.0, 2.0]) == 3
     assert script.offset_for_recall([0.3], 1, 1.0) < 0.3
+
+
+def test_retrieval_script_tells_a_persons_other_fact_from_another_person():
+    """A probe retrieving an edit of the person it names confuses two facts; else two people (names
+    that share a syllable, as the world's invented ones do, are different people)."""
+    script = _retrieval_script()
+    edit = EditRecord(prompt="Fiyo Zinwick plays the", target="flute", id="e0", subject="Fiyo Zinwick")
+    assert script.names_subject("The hometown of Fiyo Zinwick is", edit)
+    assert not script.names_subject("The hometown of Ulqu Zinzin is", edit)
+    assert not script.names_subject("The hometown of Fiyo Zin is", edit)
+    assert not script.names_subject("Fiyo Zinwick plays the", EditRecord(prompt="x", target="y", id="e1"))  # no subject
