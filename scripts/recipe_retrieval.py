@@ -44,7 +44,8 @@ def rate(flags) -> str:
 
 def names_subject(prompt: str, edit) -> bool:
     """Whether `prompt` names the person (subject) that `edit` is about: a probe that retrieves such an
-    edit confuses two facts of one person; one that retrieves another's, two people."""
+    edit confuses two facts of one person; one that retrieves another's, two people. An edit without a
+    subject names no one (False)."""
     return bool(edit.subject) and edit.subject in prompt
 
 
