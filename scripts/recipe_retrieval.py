@@ -34,7 +34,7 @@ from wiseedit.recipe.method import RecipeMethod
 OFFSETS = (-2.0, -1.0, 0.0, 1.0, 2.0, 4.0)
 REPHRASINGS = 2  # per edit
 RECALL_LEVELS = (0.95, 0.90, 0.85, 0.80)  # shares of edit prompts retrieving their own edit
-WHOSE_LEVEL = 0.90  # the matched recall at which locality probes are also split by whose edit they retrieve
+WHOSE_LEVEL = 0.90  # one of RECALL_LEVELS: where locality probes are also split by whose edit they retrieve
 
 
 def rate(flags) -> str:
@@ -97,14 +97,14 @@ def main() -> None:
     print("| edit prompts retrieving | at offset | rephrasing retrieved | locality probe retrieves |")
     print("| --- | --- | --- | --- |")
     own_margins = [r.margin for r, e in zip(own, edits) if r.id == e.id]
-    for level in RECALL_LEVELS:
-        offset = offset_for_recall(own_margins, len(edits), level)
+    at_recall = {level: offset_for_recall(own_margins, len(edits), level) for level in RECALL_LEVELS}
+    for level, offset in at_recall.items():
         if offset is None:
             print(f"| {level:.2f} | not reached | - | - |")
             continue
         print(f"| {level:.2f} | {offset:+.2f} | {retrieved(offset)} |")
     by_id = {e.id: e for e in edits}
-    cuts = {"the sentinel": 0.0, f"{WHOSE_LEVEL:.0%} recall": offset_for_recall(own_margins, len(edits), WHOSE_LEVEL)}
+    cuts = {"the sentinel": 0.0, f"{WHOSE_LEVEL:.0%} recall": at_recall[WHOSE_LEVEL]}
     for position in sorted({pos for pos, _ in probes}):
         asked = [(p, r) for (pos, p), r in zip(probes, loc) if pos == position]
         cells = []
