@@ -223,7 +223,9 @@ def test_delta_is_refused_on_another_base_or_method(run, model_dir, other_model_
     assert run("edit", edits_file, "--model", model_dir, "--method", "none", *CPU).exit_code == 0
     saved = snapshot(delta)
 
-    other = run("edit", edits_file, "--model", other_model_dir, "--delta", delta, *CPU)
+    more = tmp_path / "more.jsonl"
+    more.write_text('{"id": "c", "prompt": "The sky is", "target": "green"}\n')
+    other = run("edit", more, "--model", other_model_dir, "--delta", delta, *CPU)
     assert other.exit_code == 2
     assert "was made on base" in other.stderr and "differ (sha256:" in other.stderr
     method = run("edit", edits_file, "--delta", delta, "--method", "grace", *CPU)
@@ -255,6 +257,69 @@ def test_internal_errors_are_one_line_unless_debug(run, model_dir, edits_file, m
     assert loud.exit_code == 3
     assert "Traceback (most recent call last)" in loud.stderr and "RuntimeError: boom" in loud.stderr
     assert not (tmp_path / "llama.wiseedit").exists()
+
+
+@pytest.mark.parametrize("command", ["edit", "eval", "train-recipe", "export", "merge-shards"])
+def test_an_output_under_a_file_is_refused_before_the_model_loads(run, model_dir, edits_file, command,
+                                                                   monkeypatch, tmp_path):
+    delta = tmp_path / "llama.wiseedit"
+    assert run("edit", edits_file, "--model", model_dir, "--method", "none", *CPU).exit_code == 0
+    saved, text = snapshot(delta), edits_file.read_text()
+    import wiseedit.api
+    import wiseedit.models
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    for module in (wiseedit.api, wiseedit.models):
+        monkeypatch.setattr(module, "load_base", never)
+    under_file = edits_file / "out"  # a path through a plain file
+    args = {"edit": ["edit", edits_file, "--model", model_dir, "-o", under_file],
+            "eval": ["eval", "--model", "world", "--suite", "world", "--method", "none", "-T", "1", "-n", "1",
+                     "-o", under_file],
+            "train-recipe": ["train-recipe", "--model", "world", "--data", "world-train", "-o", under_file],
+            "export": ["export", "--delta", delta, "--out", under_file]}
+    if command == "merge-shards":  # rewrites the delta in place: a delta in a read-only folder
+        if os.geteuid() == 0:
+            pytest.skip("root writes to read-only folders")
+        delta.chmod(0o555)
+        monkeypatch.setattr(wiseedit.api, "load_edited", never)
+        try:
+            result = run("merge-shards", delta)
+        finally:
+            delta.chmod(0o755)
+        assert result.exit_code == 2 and "is not writable" in result.stderr, result.output
+    else:
+        result = run(*args[command], *CPU)
+        assert result.exit_code == 2, result.output
+        assert f"{edits_file} is a file, not a folder" in result.stderr
+    assert snapshot(delta) == saved and edits_file.read_text() == text
+
+
+def test_ids_already_in_the_delta_are_refused_with_file_and_line(run, model_dir, edits_file, tmp_path):
+    delta = tmp_path / "llama.wiseedit"
+    assert run("edit", edits_file, "--model", model_dir, "--method", "none", *CPU).exit_code == 0
+    saved = snapshot(delta)
+    again = run("edit", edits_file, "--delta", delta, *CPU)
+    assert again.exit_code == 2
+    lines = again.stderr.strip().splitlines()
+    assert lines == [f"error: {edits_file}:{n}: id: {i!r} is already an edit of {delta}; give this edit an id of "
+                     "its own (an edit without an id is named <file name>:<line>)"
+                     for n, i in ((1, "a"), (2, "b"), (3, "edits:3"))]
+    assert snapshot(delta) == saved
+
+
+def test_a_filesystem_error_is_one_sentence_not_an_internal_error(run, model_dir, edits_file, monkeypatch):
+    import wiseedit.api
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", "/models/llama/model.safetensors")
+
+    monkeypatch.setattr(wiseedit.api, "load_base", refused)
+    result = run("edit", edits_file, "--model", model_dir, *CPU)
+    assert result.exit_code == 3
+    assert result.stderr.endswith("error: /models/llama/model.safetensors: Permission denied\n")
+    assert "internal error" not in result.stderr
 
 
 # -- a real method end to end: GRACE recalls, load shows it, --compare shows the base ---------------------

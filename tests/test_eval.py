@@ -103,7 +103,7 @@ def test_bad_usage_exits_2_before_loading_anything(run, args, message):
 def test_a_method_that_cannot_be_created_stops_the_run_before_any_block(run, model_dir, suite_file):
     result = run("eval", "--model", model_dir, "--suite", suite_file, "-T", "1", "--method", "none,recipe", *CPU)
     assert result.exit_code == 2
-    assert "method recipe cannot be created: RECIPE needs a meta-trained checkpoint" in result.stderr
+    assert "RECIPE needs a meta-trained checkpoint" in result.stderr  # refused before the model loads
     assert "lifelong protocol" not in result.stderr  # no table: nothing was evaluated
 
 
@@ -152,6 +152,21 @@ def test_every_suite_runs_and_the_identity_method_keeps_loc_exactly(run, model_d
         assert rows[1]["ppl"] > 1.0  # a random model is far from the target text
     assert document["data"]["edits"] == 3 and document["config"]["suite"] == str(name)
     assert "lifelong protocol" in result.stderr and "Rel" in result.stderr
+
+
+def test_blocks_are_whole_and_the_log_says_what_a_T_leaves_out(run, model_dir, suite_file):
+    from wiseedit.evaluation.protocol import blocks_of, coverage_note
+
+    assert [len(b) for b in blocks_of(list(range(7)), 3)] == [3, 3]  # the shorter remainder is left out
+    assert [len(b) for b in blocks_of(list(range(2)), 3)] == [2]  # fewer edits than T: one block
+    assert coverage_note(6, 3) is None
+    assert coverage_note(7, 3) == "T=3: 7 edits make 2 block(s) of 3; the last 1 are not measured at this T"
+    assert coverage_note(2, 3) == "T=3: only 2 edit(s), measured as one block of 2"
+    result = run("eval", "--model", model_dir, "--suite", suite_file, "--limit", 3, "-T", "1,2", "--method",
+                 "none", "--json", *CPU)
+    assert result.exit_code == 0, result.output
+    assert rows_by_T(json.loads(result.stdout))[2]["edits"] == 2
+    assert coverage_note(3, 2) in result.stderr and "T=1" not in result.stderr
 
 
 # -- figures, outputs, gates ----------------------------------------------------------------------------

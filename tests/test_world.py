@@ -1,5 +1,6 @@
 """The built-in world: deterministic generation, disjoint splits, and a shipped model that knows it."""
 
+import json
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -112,3 +113,6 @@ def test_world_exports_as_readable_jsonl(tmp_path, capsys):
         path = tmp_path / f"{split}.jsonl"
         path.write_text(capsys.readouterr().out, encoding="utf-8")
         assert len(read_edits(path)) == count
+    main(["--split", "eval", "--limit", "3"])
+    first = [json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()]
+    assert first == [e.id for e in world_edits("eval")[:3]]

@@ -14,8 +14,9 @@ from typing import Sequence, TextIO, get_args
 
 from wiseedit.artifacts import CONFIG_FILE, Delta, default_delta_dir, load_delta, save_delta
 from wiseedit.artifacts.atomic import backup_path, interrupted_write_message
+from wiseedit.artifacts.location import check_writable
 from wiseedit.edits import EditRecord, read_edits
-from wiseedit.errors import BadInputError
+from wiseedit.errors import BadInputError, InputProblems
 from wiseedit.evaluation.batching import encode_pair
 from wiseedit.generation import continue_prompts
 from wiseedit.methods.base import EditingMethod, ProgressFn
@@ -104,6 +105,10 @@ def edit(model: str | None, edits: str | Path | Sequence[EditRecord], *, method:
     previous = load_delta(Path(delta)) if delta is not None else None
     name = _method_name(method, previous, options)
     cls = method_class(name)
+    if previous is None:
+        cls.check_options(dict(options or {}))
+    else:
+        _check_new_ids(records, previous)
     model_name = model if model is not None else _recorded_base(previous)
     source = resolve_model(model_name)
     target = Path(out) if out is not None else (
@@ -160,15 +165,17 @@ class MergeResult:
 
 def merge_shards(delta: str | Path, *, model: str | None = None, algorithm: MergeAlgorithm | None = None,
                  device: str = "auto", dtype: DType = "auto", log: LogFn | None = None) -> MergeResult:
-    """Merge the pending WISE shards of `delta` now (WISE-Merge: into the consolidated memory;
-    WISE-Retrieve: into one more memory), with `algorithm` or the delta's configured one, and rewrite
-    the delta in place, atomically. `model` defaults to the base the delta records."""
+    """Merge the pending WISE shards of `delta`, and its current shard if it holds edits, now
+    (WISE-Merge: into the consolidated memory; WISE-Retrieve: into one more memory), with `algorithm`
+    or the delta's configured one, and rewrite the delta in place, atomically. `model` defaults to the
+    base the delta records."""
     if algorithm is not None and algorithm not in get_args(MergeAlgorithm):
         raise BadInputError(f"merge algorithm {algorithm!r} is not one of {', '.join(get_args(MergeAlgorithm))}")
     saved = load_delta(Path(delta))
     if saved.method not in WISE_METHODS:
         raise BadInputError(f"delta {saved.path} was made with {saved.method}; only WISE deltas "
                             f"({', '.join(WISE_METHODS)}) have shards to merge")
+    check_writable(saved.path, "the delta")
     edited = load_edited(model, saved, device=device, dtype=dtype, log=log)
     merged = edited.method.merge_pending(algorithm)
     if merged == 0:
@@ -213,8 +220,20 @@ def _recorded_base(previous: Delta | None) -> str:
     return previous.config["base_model_name_or_path"]
 
 
+def _check_new_ids(records: Sequence[EditRecord], previous: Delta) -> None:
+    """Refuse edits whose id the delta already holds: an id names one edit of the audit log (and one
+    row of RECIPE's store, which removes and replaces by id), so a repeat would make it ambiguous."""
+    held = {entry.get("id") for entry in previous.edits_log}
+    problems = [f"{r.source or 'edit'}: id: {r.id!r} is already an edit of {previous.path}; give this edit "
+                "an id of its own (an edit without an id is named <file name>:<line>)"
+                for r in records if r.id in held]
+    if problems:
+        raise InputProblems(problems)
+
+
 def _check_target(target: Path, previous: Delta | None, overwrite: bool) -> None:
-    """Refuse now, not after the training, to write where save_delta would refuse to."""
+    """Refuse now, not after the training, to write where save_delta would refuse to, or could not."""
+    check_writable(target)
     if not target.exists():
         if backup_path(target).exists():
             raise BadInputError(interrupted_write_message(target))

@@ -1,10 +1,13 @@
-"""Where a delta goes when the user gives no ``--out``."""
+"""Where outputs go: a delta's default folder when the user gives no ``--out``, and whether a chosen
+location can be written at all (checked before any model is loaded)."""
 
 from __future__ import annotations
 
 import os
 import re
 from pathlib import Path
+
+from wiseedit.errors import BadInputError
 
 SUFFIX = ".wiseedit"
 
@@ -41,3 +44,20 @@ def default_delta_dir(base_path: Path | None, builtin: bool, base_name: str, cwd
                 return folder.parent / (folder.name + SUFFIX)
             return cwd / (sanitise_name(folder.name) + SUFFIX)
     return cwd / (sanitise_name(base_name) + SUFFIX)
+
+
+def check_writable(path: str | Path, option: str = "--out") -> None:
+    """Refuse (BadInputError, one sentence) an output location that cannot be created or written: the
+    deepest existing folder on the way to `path` (its parent, for an existing `path`, which outputs
+    replace through a sibling) must be a writable directory, and an existing directory `path` writable
+    too. Commands call it before loading a model, so a bad `option` costs nothing; a full disk or a
+    filesystem that refuses later still fails at the write, leaving what was saved untouched."""
+    path = Path(path).expanduser().absolute()
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise BadInputError(f"{option} {path}: {folder} is a file, not a folder")
+    for place in (folder, path) if path.is_dir() else (folder,):
+        if not os.access(place, os.W_OK | os.X_OK):
+            raise BadInputError(f"{option} {path}: {place} is not writable")

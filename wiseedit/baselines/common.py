@@ -4,6 +4,7 @@ freezing the model while one tensor trains, and what a module hook needs to know
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from wiseedit.errors import BadInputError
 from wiseedit.models.modules import get_module
 from wiseedit.methods.training import frozen  # noqa: F401  (re-exported for the baselines)
 from wiseedit.models.presets import edited_module_path
@@ -108,3 +110,12 @@ def last_true(mask: torch.Tensor) -> torch.Tensor:
     """(B,) index of the last True of each row of `mask` (B, T), or -1 for a row with none."""
     idx = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)  # (B, T)
     return torch.where(mask, idx, -1).max(dim=-1).values
+
+
+def check_config_options(method: str, parse: Callable[[dict], object], options: dict) -> None:
+    """Run `parse` (a baseline config's ``from_options``, which raises ValueError on a bad option) over
+    `options`, its error as BadInputError naming `method`: the baselines' ``check_options``."""
+    try:
+        parse(options)
+    except ValueError as error:
+        raise BadInputError(f"invalid options for method {method}: {error}") from error

@@ -25,9 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wiseedit.baselines.common import encode_edit, frozen, is_conv1d, resolve_module, target_nll
+from wiseedit.baselines.common import (
+    check_config_options, encode_edit, frozen, is_conv1d, resolve_module, target_nll,
+)
 from wiseedit.edits.record import EditRecord
 from wiseedit.methods.base import EditingMethod, MethodState, ProgressFn
+from wiseedit.methods.option_checks import number_problem, placement_problem, whole_number_problem
 
 
 @dataclass
@@ -42,6 +45,22 @@ class FineTuneConfig:
     weight_decay: float = 0.0  # Adam weight decay (on the delta)
     norm_constraint: float | None = None  # L-inf bound on W - W0 per entry (EasyEdit "constr": 5e-4)
     stop_loss: float | None = 0.01  # stop an edit once its target NLL is below this (EasyEdit: 1e-2)
+
+    def __post_init__(self):
+        """Refuse (ValueError, one sentence) the first field of the wrong type or out of range."""
+        problems = (
+            self.layer is not None and whole_number_problem("layer", self.layer, 0),
+            placement_problem(self.module, self.layer),
+            number_problem("lr", self.lr, 0, above=True),
+            whole_number_problem("n_iter", self.n_iter, 1),
+            number_problem("weight_decay", self.weight_decay, 0),
+            self.norm_constraint is not None and number_problem("norm_constraint", self.norm_constraint, 0,
+                                                                above=True, infinite=True),
+            self.stop_loss is not None and number_problem("stop_loss", self.stop_loss, 0, infinite=True),
+        )
+        problem = next((p for p in problems if p), None)
+        if problem:
+            raise ValueError(problem)
 
     @classmethod
     def from_options(cls, options: dict | None) -> "FineTuneConfig":
@@ -75,6 +94,12 @@ class FineTuneMethod(EditingMethod):
         self.num_edits = num_edits
         self._detached = False
         self._merge()
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """What :meth:`create` refuses before it needs the model (:meth:`FineTuneConfig.from_options`), as
+        BadInputError."""
+        check_config_options(cls.name, FineTuneConfig.from_options, options)
 
     @classmethod
     def create(cls, model, tokenizer, options: dict | None = None) -> "FineTuneMethod":

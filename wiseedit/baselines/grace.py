@@ -39,11 +39,13 @@ import torch
 from torch import nn
 
 from wiseedit.baselines.common import (
-    CallTracker, encode_edit, frozen, is_conv1d, last_true, resolve_module, target_hits, target_nll,
+    CallTracker, check_config_options, encode_edit, frozen, is_conv1d, last_true, resolve_module, target_hits,
+    target_nll,
 )
 from wiseedit.baselines.grace_codebook import GraceCodebook
 from wiseedit.edits.record import EditRecord
 from wiseedit.methods.base import EditingMethod, MethodState, ProgressFn
+from wiseedit.methods.option_checks import choice_problem, number_problem, placement_problem, whole_number_problem
 
 
 @dataclass
@@ -65,10 +67,25 @@ class GraceConfig:
     seed: int = 0  # seeds the cold init of entry i with seed + i
 
     def __post_init__(self):
-        for name, allowed in (("eps_unit", ("key_norm", "absolute")), ("dist_fn", ("euclidean",)),
-                              ("replacement", ("last", "all")), ("value_init", ("warm", "cold"))):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"GRACE {name} must be one of {allowed}, not {getattr(self, name)!r}")
+        """Refuse (ValueError, one sentence) the first field of the wrong type or out of range."""
+        problems = (
+            self.layer is not None and whole_number_problem("layer", self.layer, 0),
+            placement_problem(self.module, self.layer),
+            number_problem("eps", self.eps, 0, above=True),
+            choice_problem("eps_unit", self.eps_unit, ("key_norm", "absolute")),
+            choice_problem("dist_fn", self.dist_fn, ("euclidean",)),
+            choice_problem("replacement", self.replacement, ("last", "all")),
+            choice_problem("value_init", self.value_init, ("warm", "cold")),
+            whole_number_problem("n_iter", self.n_iter, 1),
+            number_problem("lr", self.lr, 0, above=True),
+            self.stop_loss is not None and number_problem("stop_loss", self.stop_loss, 0, infinite=True),
+            self.plateau is not None and number_problem("plateau", self.plateau, 0, infinite=True),
+            # entry i's cold init seeds torch with seed + i, which must fit in 64 bits
+            whole_number_problem("seed", self.seed, -2**63, 2**63 - 1),
+        )
+        problem = next((p for p in problems if p), None)
+        if problem:
+            raise ValueError(problem)
 
     @classmethod
     def from_options(cls, options: dict | None) -> "GraceConfig":
@@ -77,7 +94,7 @@ class GraceConfig:
         preset = options.pop("preset", None)
         base = {"paper": dict(eps=1.0, eps_unit="absolute", value_init="cold", stop_loss=None,
                               plateau=None)}
-        if preset is not None and preset not in base:
+        if preset is not None and (not isinstance(preset, str) or preset not in base):
             raise ValueError(f"unknown GRACE preset {preset!r}; choose 'paper'")
         known = {f.name for f in fields(cls)}
         unknown = set(options) - known
@@ -107,6 +124,12 @@ class GraceMethod(EditingMethod):
         self._routed: torch.Tensor | None = None  # (B,) entry per row from the last prefill, -1 none
         self._train: tuple[int, nn.Parameter] | None = None  # (position, value) while training
         self._hook = self.module.register_forward_hook(self._forward_hook)
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """What :meth:`create` refuses before it needs the model (:meth:`GraceConfig.from_options`), as
+        BadInputError."""
+        check_config_options(cls.name, GraceConfig.from_options, options)
 
     @classmethod
     def create(cls, model, tokenizer, options: dict | None = None) -> "GraceMethod":

@@ -53,8 +53,9 @@ def reports_errors(command: F) -> F:
     """Run `command`, turning failures into one message on stderr and the exit code of conventions.md.
 
     WiseEditError: ``error: <message>`` (one line per problem of an InputProblems) and its exit code
-    (2 bad input, 1 failed check, 3 otherwise); anything else: one ``internal error`` line and exit 3;
-    Ctrl-C: exit 130. With ``--debug`` (the command's `debug` argument) the traceback comes first.
+    (2 bad input, 1 failed check, 3 otherwise); an OSError (the filesystem refused): ``error: <file>:
+    <reason>``, exit 3; anything else: one ``internal error`` line and exit 3; Ctrl-C: exit 130. With
+    ``--debug`` (the command's `debug` argument) the traceback comes first.
     Typer's own exits and usage errors (exit 2) pass through untouched.
     """
 
@@ -69,6 +70,9 @@ def reports_errors(command: F) -> F:
             _report(debug, _lines(error), error.exit_code)
         except KeyboardInterrupt:
             _report(debug, ["error: interrupted"], EXIT_INTERRUPTED)
+        except OSError as error:  # the filesystem refused (full disk, permissions): not a bug, same exit
+            where = f"{error.filename}: " if error.filename else ""
+            _report(debug, [f"error: {where}{error.strerror or _first_line(error)}"], EXIT_INTERNAL)
         except Exception as error:  # a bug or a runtime failure (out of memory, ...): no traceback by default
             what = f"{type(error).__name__}: {_first_line(error)}"
             hint = "" if debug else " (run with --debug for the traceback)"

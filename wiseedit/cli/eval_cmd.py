@@ -32,7 +32,8 @@ DEFAULT_T = "1,10,100"
 
 HELP = "\n\n".join([
     "Measure editing methods on a suite (lifelong protocol), or audit a saved delta.",
-    "For each method and each T, the suite's edits are cut into blocks of T; each block is applied to "
+    "For each method and each T, the suite's edits are cut into blocks of T (a shorter remainder is left "
+    "out, and the log says so); each block is applied to "
     "the base model one edit after another, then all its edits are measured: Rel (the edit is recalled, "
     "teacher-forced), Gen (on its paraphrases), Loc (unrelated prompts predicted as by the unedited model), "
     "Port (derived questions) and Rel(gen) (greedy decoding). Figures are means over blocks; hallucination "

@@ -15,9 +15,11 @@ from wiseedit.wise.config import MergeAlgorithm
 EXAMPLE = "wiseedit merge-shards world.wiseedit --algorithm ties"
 
 HELP = "\n\n".join([
-    "Merge a WISE delta's pending shards now, instead of waiting for the next merge_freq edits.",
-    "WISE-Merge folds them into its consolidated memory, WISE-Retrieve into one more memory. The delta "
-    "is rewritten in place, atomically; with nothing pending, nothing is written.",
+    "Merge a WISE delta's pending shards and its current one (if it holds edits) now, instead of "
+    "waiting for the next merge_freq edits.",
+    "WISE-Merge folds them into its consolidated memory, WISE-Retrieve into one more memory; the next "
+    "edit starts a new shard. The delta is rewritten in place, atomically; with no shard holding "
+    "unmerged edits, nothing is written.",
     f"[bold]Example[/bold]:\n  [cyan]{EXAMPLE}[/cyan]",
 ])
 
@@ -41,7 +43,7 @@ def merge_command(
     result = merge_shards(delta, model=model, algorithm=algorithm, device=device, dtype=dtype,
                           log=note(console))
     if result.merged == 0:
-        console.print(f"nothing to merge: {escape(str(result.delta.path))} has no pending shards")
+        console.print(f"nothing to merge: {escape(str(result.delta.path))} has no unmerged shard")
     else:
         console.print(f"merged {result.merged} shard(s) into [bold]{escape(str(result.delta.path))}[/bold]")
     if json_output:

@@ -180,6 +180,17 @@ def blocks_of(edits: Sequence[EditRecord], T: int) -> list[list[EditRecord]]:
     return blocks
 
 
+def coverage_note(count: int, T: int) -> str | None:
+    """What :func:`blocks_of` does with `count` edits at `T` when it is not "count / T full blocks", in
+    words for the log; None when every edit is measured in full blocks."""
+    if count < T:
+        return f"T={T}: only {count} edit(s), measured as one block of {count}"
+    if count % T:
+        return (f"T={T}: {count} edits make {count // T} block(s) of {T}; the last {count % T} are not "
+                "measured at this T")
+    return None
+
+
 def summarize(results: Sequence[BlockResult]) -> dict:
     """Means over blocks of one T."""
     def avg(key):

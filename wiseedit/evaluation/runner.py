@@ -21,7 +21,13 @@ import torch
 from wiseedit.edits.record import EditRecord
 from wiseedit.errors import BadInputError
 from wiseedit.evaluation.processes import Processes
-from wiseedit.evaluation.protocol import BlockResult, base_locality_predictions, blocks_of, evaluate_block
+from wiseedit.evaluation.protocol import (
+    BlockResult,
+    base_locality_predictions,
+    blocks_of,
+    coverage_note,
+    evaluate_block,
+)
 from wiseedit.evaluation.report import EvalReport, build_report, data_identity, model_identity
 from wiseedit.evaluation.store import RunStore, UnitKey, sha256_of
 from wiseedit.evaluation.suites import open_suite
@@ -86,6 +92,8 @@ class EvalConfig:
                                     f"evaluated ({', '.join(self.methods)})")
             if self.seed is not None and name in SEEDED_METHODS and "seed" in options:
                 raise BadInputError(f"--seed and --option seed=... both set the seed of {name}: keep one")
+        for name in self.methods:
+            method_class(name).check_options(self.method_options(name))
 
     def method_options(self, name: str) -> dict:
         """The settings `name` is created with: its options, plus the run's seed where it has one."""
@@ -148,6 +156,8 @@ def evaluate(model: str, config: EvalConfig, *, output_path: str | Path | None =
         device = processes.device or device
 
     if log:
+        for note in filter(None, (coverage_note(len(edits), T) for T in config.T)):
+            log(note)
         log(f"loading model {model}")
     base = load_base(model, device=device, dtype=dtype)
     identity = model_identity(base)

@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 
 from wiseedit.artifacts.atomic import atomic_write_text
+from wiseedit.artifacts.location import check_writable
 from wiseedit.errors import BadInputError
 from wiseedit.evaluation.protocol import BlockResult
 
@@ -59,6 +60,7 @@ class RunStore:
         data alone can check a folder before the model is loaded."""
         if self.folder.exists() and not self.folder.is_dir():
             raise BadInputError(f"--output-path {self.folder} exists and is not a folder")
+        check_writable(self.folder, "--output-path")
         if force:
             return
         saved = self._saved_identity()

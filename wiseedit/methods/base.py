@@ -19,6 +19,7 @@ from typing import ClassVar
 import torch
 
 from wiseedit.edits.record import EditRecord
+from wiseedit.errors import BadInputError
 
 #: Called after each edit with (number done, number in total).
 ProgressFn = Callable[[int, int], None]
@@ -48,6 +49,14 @@ class EditingMethod(ABC):
     @abstractmethod
     def create(cls, model, tokenizer, options: dict | None = None) -> EditingMethod:
         """Attach a fresh method (no edits yet) to `model`; `options` override its defaults."""
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """Refuse (BadInputError, one sentence) `options` that :meth:`create` would not accept: unknown
+        keys, values of the wrong type or out of range. Called before any model is loaded, so that a
+        typo costs nothing; :meth:`create` may rely on it having passed. The default accepts none."""
+        if options:
+            raise BadInputError(f"method {cls.name} takes no options, got {', '.join(sorted(options))}")
 
     @classmethod
     @abstractmethod

@@ -24,8 +24,10 @@ import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from os import PathLike
 from pathlib import Path
 from types import MappingProxyType
+from typing import get_args
 
 import torch
 
@@ -36,7 +38,7 @@ from wiseedit.recipe.checkpoint import META_FILE, WEIGHTS_FILE, load_networks, w
 from wiseedit.recipe.data import statement
 from wiseedit.recipe.networks import RecipeNetworks
 from wiseedit.recipe.prefix import PromptInjector
-from wiseedit.recipe.store import KnowledgeStore
+from wiseedit.recipe.store import IndexKind, KnowledgeStore
 
 STATE_VERSION = 1
 _OPTIONS = MappingProxyType({"checkpoint": None, "index": "exact", "query_cache_size": 4096,
@@ -74,11 +76,14 @@ class RecipeMethod(EditingMethod):
     # -- construction -------------------------------------------------------------------------------
 
     @classmethod
+    def check_options(cls, options: dict) -> None:
+        """What :meth:`create` refuses before it needs the model: unknown keys, no ``checkpoint``, a value of
+        the wrong type or out of range (whether the checkpoint exists is checked when it is loaded)."""
+        _create_options(options)
+
+    @classmethod
     def create(cls, model, tokenizer, options: dict | None = None) -> RecipeMethod:
-        options = _resolved_options(options)
-        if options["checkpoint"] is None:
-            raise BadInputError("RECIPE needs a meta-trained checkpoint for this model: give the option "
-                                "checkpoint=<folder> (made by wiseedit train-recipe)")
+        options = _create_options(options)
         networks, _, path = load_networks(options["checkpoint"], llm=model, device=_device(model))
         options["checkpoint"] = str(path.resolve())
         return cls(model, tokenizer, networks, path.resolve(), weights_sha256(path), options)
@@ -209,11 +214,33 @@ class RecipeMethod(EditingMethod):
                 "index": self.options["index"]}
 
 
+def _create_options(options: dict | None) -> dict:
+    """The options :meth:`RecipeMethod.create` works with: :func:`_resolved_options`, with a checkpoint."""
+    options = _resolved_options(options)
+    if options["checkpoint"] is None:
+        raise BadInputError("RECIPE needs a meta-trained checkpoint for this model: give the option "
+                            "checkpoint=<folder> (made by wiseedit train-recipe)")
+    return options
+
+
 def _resolved_options(options: dict | None) -> dict:
+    """`options` over the defaults; BadInputError (one sentence) for an unknown key or a value of the wrong
+    type or out of range."""
     options = dict(options or {})
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:
         raise BadInputError(f"unknown RECIPE option(s): {', '.join(unknown)}; known: {', '.join(_OPTIONS)}")
+    checkpoint = options.get("checkpoint")
+    if checkpoint is not None and (not isinstance(checkpoint, (str, PathLike)) or not str(checkpoint).strip()):
+        raise BadInputError(f"RECIPE option checkpoint must be a folder path (a checkpoint or a training "
+                            f"out_dir), got {checkpoint!r}")
+    index = options.get("index", _OPTIONS["index"])
+    if not isinstance(index, str) or index not in get_args(IndexKind):
+        raise BadInputError(f"unknown RECIPE index {index!r}; choose one of: {', '.join(get_args(IndexKind))}")
+    size = options.get("query_cache_size", _OPTIONS["query_cache_size"])
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise BadInputError(f"RECIPE option query_cache_size must be a whole number >= 0 (query keys "
+                            f"remembered), got {size!r}")
     offset = options.get("sentinel_offset", 0.0)
     if isinstance(offset, bool) or not isinstance(offset, (int, float)) or not math.isfinite(offset):
         raise BadInputError(f"RECIPE option sentinel_offset must be a number (0: the paper's rule, higher: "

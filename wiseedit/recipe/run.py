@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Sequence, TextIO
 
 from wiseedit.artifacts.location import sanitise_name
+from wiseedit.artifacts.location import check_writable
 from wiseedit.edits.record import EditRecord
 from wiseedit.errors import BadInputError
 from wiseedit.recipe.checkpoint import check_base, list_checkpoints, read_meta
@@ -144,6 +145,7 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
     out = Path(out) if out is not None else Path.cwd() / (
         sanitise_name(local.resolve().name if local.is_dir() else model.partition("@")[0]) + SUFFIX)
     latest = _latest_checkpoint(out)
+    check_writable(out)
     meta = read_meta(latest) if latest is not None and resume else None
     if meta is not None:
         config, seed = _resumed_settings(meta, latest, train_data, encoder, preset, seed, checkpoint_every,

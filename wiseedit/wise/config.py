@@ -9,11 +9,20 @@ paper's code (tuned for 7B activations), taken per architecture from :mod:`wisee
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Literal
+from typing import Literal, get_args
 
 from wiseedit.errors import BadInputError
+from wiseedit.methods.option_checks import (
+    bool_problem,
+    choice_problem,
+    number_problem,
+    placement_problem,
+    whole_number_problem,
+)
 
 MergeAlgorithm = Literal["ties", "linear", "dare"]
+Preset = Literal["auto", "reference"]
+Pooling = Literal["last", "mean"]  # what wiseedit.wise.side_memory.routing_scores computes
 
 
 @dataclass
@@ -22,7 +31,7 @@ class WiseConfig:
     module: str | None = None       # path of the edited FFN value module; None: the architecture preset's
     layer: int | None = None        # layer of that module; None: the preset's depth (~80%)
     # -- how margins and lr are scaled
-    preset: Literal["auto", "reference"] = "auto"
+    preset: Preset = "auto"
     # -- routing
     pooling: str | None = None      # routing score over the prompt's tokens: "last" (auto) or "mean" (reference)
     act_ratio: float | None = None  # threshold = act_ratio x min edit score of a memory; None: preset
@@ -62,7 +71,20 @@ class WiseConfig:
         if unknown:
             raise BadInputError(f"unknown WISE option(s): {', '.join(unknown)}; "
                                 f"known: {', '.join(sorted(known))}")
-        return cls(**values)
+        config = cls(**values)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        """Refuse (BadInputError, one sentence) the first field of the wrong type or out of range; what
+        needs the model (the layer's upper bound, the module's existence) is checked when it is loaded."""
+        for f in fields(self):
+            problem = _field_problem(f.name, getattr(self, f.name), optional=f.default is None)
+            if problem:
+                raise BadInputError(f"WISE {problem}")
+        problem = placement_problem(self.module, self.layer)
+        if problem:
+            raise BadInputError(problem)
 
 
 #: The "auto" preset, relative to the activation scale S (mean norm of the main memory's output per
@@ -70,3 +92,37 @@ class WiseConfig:
 #: of S, lr is a multiple of S^2/H^2. The ratios alpha:beta:gamma = 5:20:10 are the paper's.
 AUTO_DEFAULTS = {"pooling": "last", "act_ratio": 0.88, "n_iter": 70, "lr": 1.0, "alpha": 0.25, "beta": 1.0,
                  "gamma": 0.5, "rehearse": 4}
+
+
+# -- checks of the fields, before any model is loaded ------------------------------------------------
+
+#: Whole-number fields and their lowest value (None: any whole number).
+_WHOLE = {"layer": 0, "n_iter": 1, "num_templates": 0, "edits_per_step": 1, "rehearse": 0, "save_freq": 1,
+          "merge_freq": 1, "seed": None}
+#: Real-number fields: (low, high, low excluded, infinity allowed); high None: unbounded.
+_NUMBERS = {"act_ratio": (0, None, True, False), "lr": (0, None, True, False),
+            "weight_decay": (0, None, False, False), "alpha": (0, None, False, False),
+            "beta": (0, None, False, False), "gamma": (0, None, False, False),
+            "norm_constraint": (0, None, True, True),  # infinity: no clamp
+            "early_stop_loss": (0, None, False, True), "early_stop_delta": (0, None, False, True),
+            "mask_ratio": (0, 1, True, False), "density": (0, 1, True, False),
+            "merge_keep_weight": (0, 1, False, False)}
+_CHOICES = {"preset": get_args(Preset), "pooling": get_args(Pooling), "merge_algorithm": get_args(MergeAlgorithm)}
+_BOOLS = ("cache_activations", "retrieve", "replay")
+
+
+def _field_problem(name: str, value, optional: bool) -> str | None:
+    if value is None and optional:
+        return None
+    if name == "module":
+        return None  # placement_problem
+    if name in _WHOLE:
+        return whole_number_problem(name, value, _WHOLE[name])
+    if name in _NUMBERS:
+        low, high, above, infinite = _NUMBERS[name]
+        return number_problem(name, value, low, high, above=above, infinite=infinite)
+    if name in _CHOICES:
+        return choice_problem(name, value, _CHOICES[name])
+    if name in _BOOLS:
+        return bool_problem(name, value)
+    raise AssertionError(f"WiseConfig field {name} has no check")

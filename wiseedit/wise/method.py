@@ -18,7 +18,6 @@ from collections.abc import Sequence
 import torch
 
 from wiseedit.edits.record import EditRecord
-from wiseedit.errors import BadInputError
 from wiseedit.methods.base import EditingMethod, MethodState, ProgressFn
 from wiseedit.models.modules import get_module, set_module
 from wiseedit.models.presets import edited_module_path, preset_for
@@ -65,6 +64,12 @@ class WiseMethod(EditingMethod):
         self.decoder_layers, self.layer_index = decoder_layers_of(model, module_path)
 
     # -- construction -------------------------------------------------------------------------------
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """What :meth:`create` refuses before it needs the model: unknown keys, and each field's type and
+        range (:meth:`WiseConfig.check`)."""
+        WiseConfig.from_dict(dict(options or {}))
 
     @classmethod
     def create(cls, model, tokenizer, options: dict | None = None) -> WiseMethod:
@@ -315,10 +320,6 @@ def _resolved(config: WiseConfig, model_config) -> WiseConfig:
         ref = preset_for(model_config).wise
         defaults = {"pooling": "mean", "act_ratio": ref.act_ratio, "n_iter": ref.n_iter, "lr": 1.0,
                     "alpha": ref.alpha, "beta": ref.beta, "gamma": ref.gamma, "rehearse": 0}
-    if config.pooling not in (None, "mean", "last"):
-        raise BadInputError(f"unknown WISE pooling {config.pooling!r}; choose mean or last")
-    if config.rehearse is not None and (type(config.rehearse) is not int or config.rehearse < 0):
-        raise BadInputError(f"WISE rehearse must be a whole number >= 0, got {config.rehearse!r}")
     values = config.to_dict()
     for key, value in defaults.items():
         if values[key] is None:

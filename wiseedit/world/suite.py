@@ -117,7 +117,7 @@ def world_facts(seed: int = DEFAULT_SEED, world: World | None = None) -> list[Ed
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m wiseedit.world.suite [--split eval|train|facts] [--seed S]``: JSONL on stdout."""
+    """``python -m wiseedit.world.suite [--split eval|train|facts] [--seed S] [--limit N]``: JSONL on stdout."""
     import argparse
     import json
     import os
@@ -126,8 +126,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write the world's edits or facts as JSONL (wiseedit's edit format).")
     parser.add_argument("--split", choices=("eval", "train", "facts"), default="eval")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N records")
     args = parser.parse_args(argv)
+    if args.limit is not None and args.limit < 0:
+        parser.error(f"--limit must be 0 or more, got {args.limit}")
     records = world_facts(args.seed) if args.split == "facts" else world_edits(args.split, args.seed)
+    records = records[:args.limit] if args.limit is not None else records
     try:
         for record in records:
             sys.stdout.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
