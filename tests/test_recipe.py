@@ -40,6 +40,7 @@ from wiseedit.methods.base import MethodState
 from wiseedit.methods.registry import method_class
 from wiseedit.recipe.checkpoint import META_FILE, TRAINING_FILE, WEIGHTS_FILE, list_checkpoints, load_networks
 from wiseedit.recipe.config import RecipeConfig
+from wiseedit.recipe.data import TrainItem
 from wiseedit.recipe.encoder import SentenceEncoder, pool
 from wiseedit.recipe.method import RecipeMethod
 from wiseedit.recipe.networks import RecipeNetworks
@@ -452,7 +453,7 @@ def test_checkpoint_files(llama):
 # bank_refresh 3: the resumed run starts between two refreshes; "pooled": MLP_P's own projection resumes
 # too; encoder_lr: Adam's two parameter groups resume too
 @pytest.mark.parametrize("settings", [{}, {"bank_refresh": 3}, {"prompt_input": "pooled"},
-                                      {"key_init": "mean", "encoder_lr": 1e-4}])
+                                      {"key_init": "mean", "encoder_lr": 1e-4}, {"batches": "lookalike"}])
 def test_resume_continues_exactly_as_one_run(gpt2, tmp_path, settings):
     world, tok = gpt2.world, gpt2.world.tokenizer
     config = replace(TEST_CONFIG, checkpoint_every=2, keep_checkpoints=0, **settings)
@@ -483,7 +484,8 @@ def test_prompt_input_chooses_what_the_prompt_mlp_reads(prompt_input, reads_the_
         ["a red hat", "a blue car"])))
 
 
-@pytest.mark.parametrize("field, choices", [("prompt_input", "key, pooled"), ("key_init", "random, mean")])
+@pytest.mark.parametrize("field, choices", [("prompt_input", "key, pooled"), ("key_init", "random, mean"),
+                                            ("batches", "random, lookalike")])
 def test_an_unknown_choice_is_refused(field, choices):
     message = f"unknown RECIPE {field} 'target'; choose one of: {choices}"
     with pytest.raises(BadInputError, match=message):
@@ -598,6 +600,55 @@ def test_bank_negatives_raise_the_sentinel_losses_unless_excluded():
     hidden[:, 4:] = True  # the whole bank hidden: exactly the batch-only losses
     none = retrieval_losses(first, first, loc, keys, sentinel, 1.2, bank=bank, excluded=(hidden,) * 3)
     assert all(torch.equal(none[k], plain[k]) for k in plain)
+
+
+def _people_items() -> list[TrainItem]:
+    """Train items of 3 relations about 40 people whose names share syllables; each (person, relation)
+    twice, as one fact edited to two objects."""
+    rng = random.Random(0)
+    people = sorted({f"{rng.choice(SYLLABLES)}{rng.choice(SYLLABLES)} "
+                     f"{rng.choice(SYLLABLES)}{rng.choice(SYLLABLES)}".title() for _ in range(40)})
+    return [TrainItem(f"The {r} of {p} is", obj, (f"{p}'s {r} is",), (("The sky is", "blue"),), p, r)
+            for p in people for r in ("colour", "job", "city") for obj in ("x", "y")]
+
+
+def test_lookalike_batches_ask_one_relation_of_the_nearest_names():
+    from wiseedit.recipe.batches import NEAREST, LookalikeBatches, name_trigrams, random_batch
+
+    items = _people_items()
+    sampler = LookalikeBatches(items)
+    people = sorted({i.subject for i in items})
+    for step in range(0, 200, 7):
+        batch = sampler(8, 0, step)
+        assert batch == sampler(8, 0, step) and len(batch) == 8  # deterministic in (seed, step)
+        keys = [(items[i].subject, items[i].relation) for i in batch]
+        assert len(set(keys)) == 8  # one fact's two objects never share a batch
+        for group in (batch[:4], batch[4:]):
+            anchor, *alike = [items[i] for i in group]
+            def sim(q):
+                return len(name_trigrams(anchor.subject) & name_trigrams(q)) / len(
+                    name_trigrams(anchor.subject) | name_trigrams(q))
+            nearest = sorted((q for q in people if q != anchor.subject), key=sim, reverse=True)[:NEAREST]
+            assert all(i.relation == anchor.relation and i.subject != anchor.subject for i in alike)
+            assert all(sim(i.subject) >= sim(nearest[-1]) for i in alike)  # among the nearest names
+    assert sampler(8, 0, 5) != sampler(8, 1, 5)
+    # an epoch of random batches is a permutation of the items
+    count = len(items)
+    epoch = [i for step in range(count // 8) for i in random_batch(count, 8, 0, step)]
+    assert len(set(epoch)) == len(epoch) == count // 8 * 8
+    # without subjects there is nothing to look alike: batches are filled with distinct edits
+    anonymous = [replace(item, subject="") for item in items[:20]]  # 10 prompts, each with two objects
+    assert len(set(LookalikeBatches(anonymous)(8, 0, 0))) == 8
+
+
+def test_relation_of_reads_the_field_or_blanks_the_subject():
+    from wiseedit.recipe.data import relation_of
+
+    assert relation_of(EditRecord(prompt="Ana Berk works as a", target="nurse", id="a", subject="Ana Berk",
+                                  extra={"relation": "occupation"})) == "occupation"
+    assert relation_of(EditRecord(prompt="Ana Berk works as a", target="nurse", id="b", subject="Ana Berk")) == \
+        "{} works as a"
+    assert relation_of(EditRecord(prompt="Who is it?", target="her", id="c")) == "Who is it?"
 
 
 def test_meta_training_needs_locality_probes(gpt2, tmp_path):

@@ -20,7 +20,7 @@ from wiseedit.cli.common import (
 )
 from wiseedit.cli.output import StepProgress, note, print_json, stderr_console
 from wiseedit.errors import BadInputError
-from wiseedit.recipe.config import KeyInit, Preset, PromptInput
+from wiseedit.recipe.config import Batches, KeyInit, Preset, PromptInput
 
 EXAMPLE = "wiseedit train-recipe --model world --data world-train --steps 3000"
 DEFAULT_STEPS = 2000  # kept equal to wiseedit.recipe.run.DEFAULT_STEPS (that module imports torch)
@@ -90,6 +90,11 @@ def train_recipe_command(
         "--edit-margin", metavar="M", rich_help_panel=TRAINING_PANEL, show_default=False,
         help="The edit loss keeps pulling until the target is M times as likely as the runner-up (the "
              "retrieval losses keep 1.2). Default: 1.2, the paper's one margin.")] = None,
+    batches: Annotated[Optional[Batches], typer.Option(
+        "--batches", metavar="HOW", rich_help_panel=TRAINING_PANEL, show_default=False,
+        help="How a step's batch is drawn: random (as the paper) or lookalike (groups of one relation "
+             "asked of people with similar names, the neighbours retrieval must tell apart). Default: "
+             "random.")] = None,
     seed: Annotated[Optional[int], typer.Option(
         "--seed", metavar="S", rich_help_panel=TRAINING_PANEL, show_default=False,
         help="Seed of the initialisation and of the batch order. Default: 0.")] = None,
@@ -116,7 +121,7 @@ def train_recipe_command(
         run = train(model, data, out, encoder=encoder, preset=preset, steps=steps, batch_size=batch_size, lr=lr,
                     seed=seed, checkpoint_every=checkpoint_every, bank_refresh=bank_refresh,
                     prompt_input=prompt_input, key_init=key_init, encoder_lr=encoder_lr, edit_margin=edit_margin,
-                    resume=not restart,
+                    batches=batches, resume=not restart,
                     device=device, dtype=dtype, progress=progress, log=note(console), stdin=sys.stdin)
     document = run.to_json()
     loss = "" if run.running_loss is None else f", running loss {run.running_loss:.4f}"

@@ -31,6 +31,8 @@ class TrainItem:
     target: str
     rephrases: tuple[str, ...]  # generality queries; (prompt,) when the edit has none
     locality: tuple[tuple[str, str], ...]  # unrelated (prompt, answer) probes
+    subject: str = ""  # whom the edit is about ("": unknown), for look-alike batches
+    relation: str = ""  # what it asks of the subject, for look-alike batches (see relation_of)
 
     @property
     def statement(self) -> str:
@@ -45,8 +47,19 @@ def train_items(edits: Sequence[EditRecord]) -> list[TrainItem]:
             raise BadInputError(f"edit {edit.id!r} ({edit.source or 'train set'}) has no locality probe, "
                                 "which RECIPE's meta-training needs")
         items.append(TrainItem(edit.prompt, edit.target, tuple(edit.rephrase) or (edit.prompt,),
-                               tuple((p.prompt, p.answer) for p in edit.locality)))
+                               tuple((p.prompt, p.answer) for p in edit.locality), edit.subject or "",
+                               relation_of(edit)))
     return items
+
+
+def relation_of(edit: EditRecord) -> str:
+    """The edit's relation: its ``relation`` field where the data has one (the world's edits,
+    CounterFact's ``relation_id``), else its prompt with the subject blanked ("{} works as a"), which
+    names the relation for edits phrased from one template per relation."""
+    relation = edit.extra.get("relation") or edit.extra.get("relation_id")
+    if relation:
+        return str(relation)
+    return edit.prompt.replace(edit.subject, "{}") if edit.subject else edit.prompt
 
 
 @dataclass(frozen=True)

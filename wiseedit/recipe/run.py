@@ -24,7 +24,7 @@ from wiseedit.artifacts.location import check_writable
 from wiseedit.edits.record import EditRecord
 from wiseedit.errors import BadInputError
 from wiseedit.recipe.checkpoint import check_base, list_checkpoints, read_meta
-from wiseedit.recipe.config import CHOICES, KeyInit, Preset, PromptInput, RecipeConfig, check_choice
+from wiseedit.recipe.config import CHOICES, Batches, KeyInit, Preset, PromptInput, RecipeConfig, check_choice
 from wiseedit.recipe.encoder import check_encoder, encoder_name
 from wiseedit.recipe.sources import TrainData, load_train_data, usable
 from wiseedit.recipe.train import LOG_FILE, train_recipe
@@ -95,7 +95,8 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
           batch_size: int | None = None, lr: float | None = None, seed: int | None = None,
           checkpoint_every: int | None = None, bank_refresh: int | None = None,
           prompt_input: PromptInput | None = None, key_init: KeyInit | None = None,
-          encoder_lr: float | None = None, edit_margin: float | None = None, resume: bool = True,
+          encoder_lr: float | None = None, edit_margin: float | None = None, batches: Batches | None = None,
+          resume: bool = True,
           device: str = "auto", dtype: str = "auto", progress: TrainProgressFn | None = None,
           log: LogFn | None = None, stdin: TextIO | None = None) -> TrainingRun:
     """Meta-train RECIPE against the frozen base `model` until `steps` steps are done in total.
@@ -109,7 +110,8 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
     (the paper) or ``pooled`` (the encoder's pooled output). `key_init`: how MLP_K/MLP_Q start,
     ``random`` (the paper) or ``mean`` (as the encoder's mean pooling). `encoder_lr`: the encoder's own
     learning rate (0 freezes it). `edit_margin`: the edit loss's hinge margin (the retrieval losses keep
-    the config's ``margin``, 1.2). None for `preset`, `encoder`, `batch_size`, `lr`, `seed`,
+    the config's ``margin``, 1.2). `batches`: how a step's batch is drawn, ``random`` (the paper) or
+    ``lookalike`` (:mod:`wiseedit.recipe.batches`). None for `preset`, `encoder`, `batch_size`, `lr`, `seed`,
     `checkpoint_every`, and the settings above means the checkpoint's value when
     resuming, else the preset's (seed 0). Writes checkpoints to `out` every `checkpoint_every` steps and at the end
     (see the module docstring for resuming). `progress` gets a :class:`TrainProgress` before the first
@@ -127,7 +129,7 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
         raise BadInputError(f"bank_refresh must be 0 (off) or a number of steps, got {bank_refresh}")
     training = {"batch_size": batch_size, "lr": lr, "bank_refresh": bank_refresh, "prompt_input": prompt_input,
                 "key_init": key_init, "encoder_lr": encoder_lr,
-                "edit_margin": edit_margin}  # the config fields given (None: not given)
+                "edit_margin": edit_margin, "batches": batches}  # the config fields given (None: not given)
     for name in CHOICES:
         if training[name] is not None:
             check_choice(name, training[name])
@@ -181,8 +183,9 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
             keys = ", keys start as the mean pooling" if config.key_init == "mean" else ""
             enc_lr = f" (encoder {config.encoder_lr:g})" if config.encoder_lr is not None else ""
             edit = f", edit margin {config.edit_margin:g}" if config.edit_margin is not None else ""
+            alike = ", look-alike batches" if config.batches == "lookalike" else ""
             log(f"starting at step 0: encoder {config.encoder}, d_r {config.d_r}, batch {config.batch_size}, "
-                f"lr {config.lr:g}{enc_lr}, seed {seed}{bank}{reads}{keys}{edit}")
+                f"lr {config.lr:g}{enc_lr}, seed {seed}{bank}{reads}{keys}{edit}{alike}")
     if log:
         log(_data_note(train_data))
     start = int(meta["step"]) if meta is not None else 0

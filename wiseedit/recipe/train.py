@@ -26,6 +26,7 @@ from wiseedit.errors import BadInputError
 from wiseedit.methods.base import ProgressFn
 from wiseedit.methods.training import frozen
 from wiseedit.recipe.bank import NegativesBank
+from wiseedit.recipe.batches import LookalikeBatches, mixed_seed, random_batch
 from wiseedit.recipe.checkpoint import (
     base_description,
     check_base,
@@ -98,13 +99,15 @@ def train_recipe(llm, llm_tokenizer, encoder: str | Path | tuple | None, train_e
         networks.train()
         history, last, memo = [], None, {}
         edit_margin = config.margin if config.edit_margin is None else config.edit_margin
+        lookalike = LookalikeBatches(items) if config.batches == "lookalike" else None
         for step in range(start, steps):
             if bank is not None:
                 bank.refresh(networks, step, config.encode_batch_size)
-            picked = _batch_indices(len(items), config.batch_size, seed, step)
-            torch.manual_seed(_mix(seed, step, 1))  # dropout of this step
+            picked = (lookalike(config.batch_size, seed, step) if lookalike is not None
+                      else random_batch(len(items), config.batch_size, seed, step))
+            torch.manual_seed(mixed_seed(seed, step, 1))  # dropout of this step
             losses = _step_losses(networks, llm, llm_tokenizer, items, picked, config.margin, edit_margin,
-                                  torch.Generator().manual_seed(_mix(seed, step, 2)), device, memo, bank)
+                                  torch.Generator().manual_seed(mixed_seed(seed, step, 2)), device, memo, bank)
             total = sum(losses.values())
             optimizer.zero_grad(set_to_none=True)
             total.backward()
@@ -191,20 +194,6 @@ def _step_losses(networks: RecipeNetworks, llm, tokenizer, items: Sequence[Train
         base_logits = llm(input_ids=loc_ids, attention_mask=loc_mask, use_cache=False).logits
     losses["locality"] = locality_kl(base_logits, logits[2 * B:], loc_mask.bool())
     return losses
-
-
-def _batch_indices(count: int, batch_size: int, seed: int, step: int) -> list[int]:
-    """The item indices of `step`: epoch-wise shuffles, each epoch's order drawn from (seed, epoch)."""
-    size = min(batch_size, count)
-    per_epoch = count // size
-    epoch, slot = divmod(step, per_epoch)
-    order = torch.randperm(count, generator=torch.Generator().manual_seed(_mix(seed, epoch, 0)))
-    return order[slot * size: (slot + 1) * size].tolist()
-
-
-def _mix(seed: int, counter: int, stream: int) -> int:
-    """A seed for (seed, counter, stream), distinct across streams and counters."""
-    return (seed * 1_000_003 + counter) * 4 + stream
 
 
 @contextmanager
