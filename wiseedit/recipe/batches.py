@@ -58,6 +58,7 @@ class LookalikeBatches:
         by_key: dict[tuple[str, str], list[int]] = defaultdict(list)
         for i, key in enumerate(self.keys):
             by_key[key].append(i)
+        self.distinct = len(by_key)  # at most this many edits fit in one batch
         people = sorted({subject for subject, _ in self.keys if subject})
         grams = {p: name_trigrams(p) for p in people}
 
@@ -95,7 +96,6 @@ class LookalikeBatches:
                 if len(picked) == wanted:
                     break
                 take(pool[k])
-        size = min(batch_size, len({key for key in self.keys}))
-        while len(picked) < size:  # too few look-alikes: fill with other edits
+        while len(picked) < min(batch_size, self.distinct):  # too few look-alikes: fill with other edits
             take(int(torch.randint(count, (), generator=draws)))
         return picked[:batch_size]
