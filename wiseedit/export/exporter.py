@@ -17,6 +17,7 @@ from typing import Literal
 from wiseedit.artifacts import (CONFIG_FILE, Delta, atomic_directory, atomic_write_text, backup_path, check_base,
                                 load_delta)
 from wiseedit.artifacts.atomic import interrupted_write_message
+from wiseedit.artifacts.location import check_writable
 from wiseedit.errors import BadInputError, WiseEditError
 from wiseedit.export import measure
 from wiseedit.export.card import CardFacts, model_card
@@ -25,7 +26,6 @@ from wiseedit.export.merged import LocalityTooLow, bake, check_mergeable, consol
 from wiseedit.export.selfcontained import add_remote_code, copy_delta, remove_remote_code
 from wiseedit.models import DType, LoadedModel, ModelSource, base_fingerprint, get_module, load_base, resolve_model
 from wiseedit.recipe.checkpoint import bundle_checkpoint
-from wiseedit.artifacts.location import check_writable
 from wiseedit.session import LogFn, attach, base_name
 
 ExportForm = Literal["self-contained", "merged"]
@@ -123,12 +123,11 @@ def _check_out(out: Path, force: bool, protect: list[Path]) -> None:
         kept = kept.expanduser().resolve()
         if target == kept or target in kept.parents:
             raise BadInputError(f"--out {out} would replace {kept}, which the export reads: pass another path")
+    check_writable(out)
     if not out.exists():
-        check_writable(out)
         return
     if not out.is_dir():
         raise BadInputError(f"{out} exists and is not a directory: pass --out with another path")
-    check_writable(out)
     if not force:
         raise BadInputError(f"{out} already exists: pass --force to replace it, or --out with another path")
     if not (out / PROVENANCE_FILE).is_file() and any(out.iterdir()):

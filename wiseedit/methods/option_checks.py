@@ -54,8 +54,8 @@ def bool_problem(name: str, value) -> str | None:
 
 
 def placement_problem(module, layer) -> str | None:
-    """The edited module's path (`module`, may hold ``{i}``) and `layer`: what edited_module_path of
-    :mod:`wiseedit.models.presets` refuses without the model (its range check of `layer` needs the model)."""
+    """The edited module's path (`module`, may hold ``{i}``) and `layer` together: the checks that need no
+    model (:func:`wiseedit.models.presets.edited_module_path` adds the layer's range)."""
     if module is None:
         return None
     if not isinstance(module, str) or not module.strip():

@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from wiseedit.errors import BadInputError
+from wiseedit.methods.option_checks import placement_problem
 from wiseedit.models.modules import normalize_path
 
 
@@ -132,13 +133,11 @@ def edited_module_path(config: Any, layer: int | None = None, module: str | None
     module of `layer` (default: :func:`default_layer`). Layer indices are checked against the config.
     """
     if module is not None:
+        problem = placement_problem(module, layer)
+        if problem:
+            raise BadInputError(problem)
         if "{i}" in module:
-            if layer is None:
-                raise BadInputError(f"module '{module}' has a {{i}} placeholder: pass --layer to fill it")
             return normalize_path(module.format(i=_checked_layer(config, layer)))
-        if layer is not None:
-            raise BadInputError(f"both --module '{module}' and --layer {layer} were given: drop --layer, "
-                                "or write {i} in the module path where the layer index goes")
         return normalize_path(module)
     preset = preset_for(config)
     return preset.module_path(default_layer(config) if layer is None else _checked_layer(config, layer))
