@@ -457,7 +457,8 @@ def test_checkpoint_files(llama):
 # bank_refresh 3: the resumed run starts between two refreshes; "pooled": MLP_P's own projection resumes
 # too; encoder_lr: Adam's two parameter groups resume too
 @pytest.mark.parametrize("settings", [{}, {"bank_refresh": 3}, {"prompt_input": "pooled"},
-                                      {"key_init": "mean", "encoder_lr": 1e-4}, {"batches": "lookalike"}])
+                                      {"key_init": "mean", "encoder_lr": 1e-4}, {"batches": "lookalike"},
+                                      {"batches": "lookalike-person"}])
 def test_resume_continues_exactly_as_one_run(gpt2, tmp_path, settings):
     world, tok = gpt2.world, gpt2.world.tokenizer
     config = replace(TEST_CONFIG, checkpoint_every=2, keep_checkpoints=0, **settings)
@@ -489,7 +490,7 @@ def test_prompt_input_chooses_what_the_prompt_mlp_reads(prompt_input, reads_the_
 
 
 @pytest.mark.parametrize("field, choices", [("prompt_input", "key, pooled"), ("key_init", "random, mean"),
-                                            ("batches", "random, lookalike")])
+                                            ("batches", "random, lookalike, lookalike-person")])
 def test_an_unknown_choice_is_refused(field, choices):
     message = f"unknown RECIPE {field} 'target'; choose one of: {choices}"
     with pytest.raises(BadInputError, match=message):
@@ -643,6 +644,29 @@ def test_lookalike_batches_ask_one_relation_of_the_nearest_names():
     # without subjects there is nothing to look alike: batches are filled with distinct edits
     anonymous = [replace(item, subject="") for item in items[:20]]  # 10 prompts, each with two objects
     assert len(set(LookalikeBatches(anonymous)(8, 0, 0))) == 8
+
+
+def test_lookalike_person_batches_set_a_subjects_other_relation_beside_the_anchor():
+    from wiseedit.recipe.batches import LookalikeBatches
+
+    items = _people_items()
+    plain, person = LookalikeBatches(items), LookalikeBatches(items, same_subject=1)
+    for step in range(0, 200, 7):
+        batch = person(8, 0, step)
+        assert batch == person(8, 0, step) and len(batch) == 8
+        assert len({(items[i].subject, items[i].relation) for i in batch}) == 8
+        # the first group (a later one may find its anchor or kin already taken and be filled otherwise)
+        anchor, kin, *alike = [items[i] for i in batch[:4]]
+        assert kin.subject == anchor.subject and kin.relation != anchor.relation
+        assert all(i.relation == anchor.relation and i.subject != anchor.subject for i in alike)
+        assert all(i in plain.lookalikes[batch[0]] for i in batch[2:4])  # look-alikes as the plain sampler's
+        # the plain sampler's group holds 4 people
+        assert len({items[i].subject for i in plain(8, 0, step)[:4]}) == 4
+    # a subject asked only one relation leaves its place to a look-alike
+    one_relation = [item for item in items if item.relation == "job"]
+    assert len({one_relation[i].subject for i in LookalikeBatches(one_relation, same_subject=1)(8, 0, 3)[:4]}) == 4
+    with pytest.raises(ValueError, match="same_subject"):
+        LookalikeBatches(items, same_subject=4)
 
 
 def test_relation_of_reads_the_field_or_blanks_the_subject():

@@ -169,6 +169,7 @@ def test_a_second_call_resumes_from_the_newest_checkpoint(trained, files, tmp_pa
     (["--encoder-lr", "0"], "encoder_lr 0.0 (the checkpoint has None)"),
     (["--edit-margin", "3"], "edit_margin 3.0 (the checkpoint has None)"),
     (["--batches", "lookalike"], "batches 'lookalike' (the checkpoint has 'random')"),
+    (["--batches", "lookalike-person"], "batches 'lookalike-person' (the checkpoint has 'random')"),
 ])
 def test_resuming_with_other_settings_is_refused(trained, files, tmp_path, args, message):
     out = _copy(trained[2], tmp_path / "run")

@@ -92,9 +92,10 @@ def train_recipe_command(
              "retrieval losses keep 1.2). Default: 1.2, the paper's one margin.")] = None,
     batches: Annotated[Optional[Batches], typer.Option(
         "--batches", metavar="HOW", rich_help_panel=TRAINING_PANEL, show_default=False,
-        help="How a step's batch is drawn: random (as the paper) or lookalike (groups of one relation "
-             "asked of people with similar names, the neighbours retrieval must tell apart). Default: "
-             "random.")] = None,
+        help="How a step's batch is drawn: random (as the paper), lookalike (groups of one relation "
+             "asked of people with similar names, the neighbours retrieval must tell apart) or "
+             "lookalike-person (the same, one place of each group given to another relation of the "
+             "same person). Default: random.")] = None,
     seed: Annotated[Optional[int], typer.Option(
         "--seed", metavar="S", rich_help_panel=TRAINING_PANEL, show_default=False,
         help="Seed of the initialisation and of the batch order. Default: 0.")] = None,

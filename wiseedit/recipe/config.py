@@ -32,9 +32,9 @@ PromptInput = Literal["key", "pooled"]
 #: How MLP_K and MLP_Q start: random (the paper) or as the encoder's mean pooling.
 KeyInit = Literal["random", "mean"]
 
-#: How a step's batch is drawn: at random (the paper) or as groups of look-alike edits
-#: (:mod:`wiseedit.recipe.batches`).
-Batches = Literal["random", "lookalike"]
+#: How a step's batch is drawn: at random (the paper) or as groups of look-alike edits, optionally with
+#: one edit of the anchor's own subject in each group (:mod:`wiseedit.recipe.batches`).
+Batches = Literal["random", "lookalike", "lookalike-person"]
 
 #: The config fields whose values are one of a fixed set, and that set.
 CHOICES = {"prompt_input": PromptInput, "key_init": KeyInit, "batches": Batches}
@@ -54,8 +54,9 @@ class RecipeConfig:
     max_text_tokens: int = 128      # encoder inputs are truncated to this many tokens
     # -- meta-training (recipe.md section 3)
     batch_size: int = 8             # edits per step; the other rows of a batch are the negatives
-    batches: Batches = "random"     # how a batch is drawn: "random" (the paper) or "lookalike" (groups of
+    batches: Batches = "random"     # how a batch is drawn: "random" (the paper), "lookalike" (groups of
                                     # one relation asked of similar names: the negatives retrieval meets)
+                                    # or "lookalike-person" (the same with the subject's other relations)
     lr: float = 1e-5                # Adam, no schedule (the paper); ~1e-3 for an encoder from scratch
     encoder_lr: float | None = None # the encoder's own Adam lr (0 freezes it); None: lr, as the paper
     margin: float = 1.2             # hinge losses stop where p(wanted) >= margin x p(best other)

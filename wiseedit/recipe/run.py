@@ -109,10 +109,10 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
     (the paper) or ``pooled`` (the encoder's pooled output). `key_init`: how MLP_K/MLP_Q start,
     ``random`` (the paper) or ``mean`` (as the encoder's mean pooling). `encoder_lr`: the encoder's own
     learning rate (0 freezes it). `edit_margin`: the edit loss's hinge margin (the retrieval losses keep
-    the config's ``margin``, 1.2). `batches`: how a step's batch is drawn, ``random`` (the paper) or
-    ``lookalike`` (:mod:`wiseedit.recipe.batches`). None for `preset`, `encoder`, `batch_size`, `lr`, `seed`,
-    `checkpoint_every`, and the settings above means the checkpoint's value when
-    resuming, else the preset's (seed 0). Writes checkpoints to `out` every `checkpoint_every` steps and at the end
+    the config's ``margin``, 1.2). `batches`: how a step's batch is drawn, ``random`` (the paper),
+    ``lookalike`` or ``lookalike-person`` (:mod:`wiseedit.recipe.batches`). None for `preset`, `encoder`,
+    `batch_size`, `lr`, `seed`, `checkpoint_every`, and the settings above means the checkpoint's value
+    when resuming, else the preset's (seed 0). Writes checkpoints to `out` every `checkpoint_every` steps and at the end
     (see the module docstring for resuming). `progress` gets a :class:`TrainProgress` before the first
     step and after each; `log` one-line notes. Raises BadInputError on bad input, before the model is
     loaded when it can.
@@ -182,7 +182,8 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
             keys = ", keys start as the mean pooling" if config.key_init == "mean" else ""
             enc_lr = f" (encoder {config.encoder_lr:g})" if config.encoder_lr is not None else ""
             edit = f", edit margin {config.edit_margin:g}" if config.edit_margin is not None else ""
-            alike = ", look-alike batches" if config.batches == "lookalike" else ""
+            alike = {"random": "", "lookalike": ", look-alike batches",
+                     "lookalike-person": ", look-alike batches with the subject's other relations"}[config.batches]
             log(f"starting at step 0: encoder {config.encoder}, d_r {config.d_r}, batch {config.batch_size}, "
                 f"lr {config.lr:g}{enc_lr}, seed {seed}{bank}{reads}{keys}{edit}{alike}")
     if log:
