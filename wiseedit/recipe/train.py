@@ -99,8 +99,8 @@ def train_recipe(llm, llm_tokenizer, encoder: str | Path | tuple | None, train_e
         networks.train()
         history, last, memo = [], None, {}
         edit_margin = config.margin if config.edit_margin is None else config.edit_margin
-        lookalike = (LookalikeBatches(items, same_subject=int(config.batches == "lookalike-person"))
-                     if config.batches != "random" else None)
+        lookalike = None if config.batches == "random" else LookalikeBatches(
+            items, same_subject=1 if config.batches == "lookalike-person" else 0)
         for step in range(start, steps):
             if bank is not None:
                 bank.refresh(networks, step, config.encode_batch_size)
