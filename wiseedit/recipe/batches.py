@@ -18,7 +18,8 @@ Both are deterministic in (seed, step): epoch e's shuffle comes from (seed, e), 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Sequence
+from functools import partial
+from typing import Callable, Sequence
 
 import torch
 
@@ -117,3 +118,11 @@ class LookalikeBatches:
         while len(picked) < min(batch_size, self.distinct):  # too few look-alikes: fill with other edits
             take(int(torch.randint(count, (), generator=draws)))
         return picked[:batch_size]
+
+
+def batch_sampler(how: str, items: Sequence[TrainItem]) -> Callable[[int, int, int], list[int]]:
+    """The batches of a ``RecipeConfig.batches`` value over `items`: a function of (batch_size, seed,
+    step) giving that step's item indices."""
+    if how == "random":
+        return partial(random_batch, len(items))
+    return LookalikeBatches(items, same_subject=1 if how == "lookalike-person" else 0)

@@ -26,7 +26,7 @@ from wiseedit.errors import BadInputError
 from wiseedit.methods.base import ProgressFn
 from wiseedit.methods.training import frozen
 from wiseedit.recipe.bank import NegativesBank
-from wiseedit.recipe.batches import LookalikeBatches, mixed_seed, random_batch
+from wiseedit.recipe.batches import batch_sampler, mixed_seed
 from wiseedit.recipe.checkpoint import (
     base_description,
     check_base,
@@ -99,13 +99,11 @@ def train_recipe(llm, llm_tokenizer, encoder: str | Path | tuple | None, train_e
         networks.train()
         history, last, memo = [], None, {}
         edit_margin = config.margin if config.edit_margin is None else config.edit_margin
-        lookalike = None if config.batches == "random" else LookalikeBatches(
-            items, same_subject=1 if config.batches == "lookalike-person" else 0)
+        batches = batch_sampler(config.batches, items)
         for step in range(start, steps):
             if bank is not None:
                 bank.refresh(networks, step, config.encode_batch_size)
-            picked = (lookalike(config.batch_size, seed, step) if lookalike is not None
-                      else random_batch(len(items), config.batch_size, seed, step))
+            picked = batches(config.batch_size, seed, step)
             torch.manual_seed(mixed_seed(seed, step, 1))  # dropout of this step
             losses = _step_losses(networks, llm, llm_tokenizer, items, picked, config.margin, edit_margin,
                                   torch.Generator().manual_seed(mixed_seed(seed, step, 2)), device, memo, bank)
