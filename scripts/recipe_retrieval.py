@@ -1,21 +1,24 @@
 """What a RECIPE checkpoint retrieves once T edits are stored: the part of Rel / Gen / Loc that is the
-retriever's and the sentinel's, apart from what the prompt vectors then do.
+retriever's and its gate's, apart from what the prompt vectors then do.
 
     python scripts/recipe_retrieval.py CHECKPOINT [--model world] [--suite world] [-T 1000] [--threads 1]
+                                      [--option gate=cosine] [--option cosine_ratio=0.9]
 
 The first T edits of the suite are stored, then every edit prompt, two rephrasings per edit and every
 locality probe is looked up alone (:meth:`wiseedit.recipe.method.RecipeMethod.lookup`). Printed:
 
 - ``first``: how often the query's top-1 stored edit is its own (edit prompts, rephrasings);
-- ``retrieved``: how often that own edit also beats the sentinel (what Rel / Gen need), and for
+- ``retrieved``: how often that own edit also passes the gate (what Rel / Gen need), and for
   locality probes how often *any* edit does (each such probe is prefixed with a stranger's prompt);
-- the same at sentinel offsets (a margin above the offset counts as a hit): how far moving the
-  sentinel would trade recall against locality;
-- at matched recall: the offset at which a given share of edit prompts still retrieve their own edit,
-  and what rephrasings and locality probes do there. This compares retrievers apart from where their
-  sentinels happen to sit: a better one lets fewer probes through at the same recall;
+- the same at offsets of the cut (a margin above the offset counts as a hit): how far moving the
+  sentinel (or, with the default cosine gate, every edit's bar) would trade recall against locality.
+  For the cosine gate these tables move the bar only; the sentinel's veto is left out of them (it
+  rarely binds on a trained retriever), and counted in the line "at the gate";
+- at matched recall: the offset at which a given share of edit prompts (then: of rephrasings) still
+  retrieve their own edit, and what the other queries do there. This compares retrievers apart from
+  where their cuts happen to sit: a better one lets fewer probes through at the same recall;
 - locality by probe position (the world suite: 1 = the same person's other fact, 2 = another person),
-  at the sentinel and at 90% recall, with the share of those probes whose retrieved edit is about the
+  at the gate and at 90% recall, with the share of those probes whose retrieved edit is about the
   person the probe names (the rest retrieve another person's edit);
 - a few probes that retrieve, with the edit they retrieve.
 """
@@ -27,11 +30,13 @@ import math
 
 import torch
 
+from wiseedit.cli.common import parse_options
 from wiseedit.evaluation.suites import open_suite
 from wiseedit.models import load_base
 from wiseedit.recipe.method import RecipeMethod
 
-OFFSETS = (-2.0, -1.0, 0.0, 1.0, 2.0, 4.0)
+OFFSETS = {"sentinel": (-2.0, -1.0, 0.0, 1.0, 2.0, 4.0),  # margins in units of q . k / sqrt(d_r)
+           "cosine": (-0.05, -0.02, 0.0, 0.02, 0.05, 0.1)}  # margins in units of cosine
 REPHRASINGS = 2  # per edit
 RECALL_LEVELS = (0.95, 0.90, 0.85, 0.80)  # shares of edit prompts retrieving their own edit
 WHOSE_LEVEL = 0.90  # one of RECALL_LEVELS: where locality probes are also split by whose edit they retrieve
@@ -67,12 +72,15 @@ def main() -> None:
     parser.add_argument("-T", "--edits", type=int, default=1000)
     parser.add_argument("--examples", type=int, default=6)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--option", action="append", metavar="KEY=VALUE",
+                        help="a RECIPE option, e.g. gate=cosine (as wiseedit's --option)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     base = load_base(args.model, device="cpu")
     edits = open_suite(args.suite).edits[: args.edits]
-    method = RecipeMethod.create(base.model, base.tokenizer, {"checkpoint": args.checkpoint})
+    method = RecipeMethod.create(base.model, base.tokenizer, {**parse_options(args.option),
+                                                              "checkpoint": args.checkpoint})
     method.apply(edits)
 
     own = method.lookup([e.prompt for e in edits])
@@ -81,17 +89,21 @@ def main() -> None:
     probes = [(pos, p.prompt) for e in edits for pos, p in enumerate(e.locality, start=1)]
     loc = method.lookup([p for _, p in probes])
 
-    print(f"{args.checkpoint}: {len(edits)} edits of {args.suite} stored")
+    gate = method.options["gate"]
+    print(f"{args.checkpoint}: {len(edits)} edits of {args.suite} stored, gate {gate}")
     print(f"first:     edit prompt {rate(r.id == e.id for r, e in zip(own, edits))}, "
           f"rephrasing {rate(r.id == i for r, (i, _) in zip(reph, rephrased))}")
-    print("| sentinel offset | edit prompt retrieved | rephrasing retrieved | locality probe retrieves |")
+    print(f"at the gate: edit prompt {rate(r.id == e.id and r.hit for r, e in zip(own, edits))}, "
+          f"rephrasing {rate(r.id == i and r.hit for r, (i, _) in zip(reph, rephrased))}, "
+          f"locality probe {rate(r.hit for r in loc)}")
+    print("| offset of the cut | edit prompt retrieved | rephrasing retrieved | locality probe retrieves |")
     print("| --- | --- | --- | --- |")
     def retrieved(offset: float) -> str:
         """Table cells at a sentinel offset: rephrasings retrieving their own edit | probes retrieving any."""
         return (f"{rate(r.id == i and r.margin > offset for r, (i, _) in zip(reph, rephrased))} "
                 f"| {rate(r.margin > offset for r in loc)}")
 
-    for offset in OFFSETS:
+    for offset in OFFSETS[gate]:
         print(f"| {offset:+g} | {rate(r.id == e.id and r.margin > offset for r, e in zip(own, edits))} "
               f"| {retrieved(offset)} |")
     print("| edit prompts retrieving | at offset | rephrasing retrieved | locality probe retrieves |")
@@ -103,14 +115,26 @@ def main() -> None:
             print(f"| {level:.2f} | not reached | - | - |")
             continue
         print(f"| {level:.2f} | {offset:+.2f} | {retrieved(offset)} |")
+    # the same matched on rephrasings (Gen): with gate=cosine an edit prompt always clears its own bar
+    print("| rephrasings retrieving | at offset | edit prompt retrieved | locality probe retrieves |")
+    print("| --- | --- | --- | --- |")
+    reph_margins = [r.margin for r, (i, _) in zip(reph, rephrased) if r.id == i]
+    for level in RECALL_LEVELS:
+        offset = offset_for_recall(reph_margins, len(rephrased), level)
+        if offset is None:
+            print(f"| {level:.2f} | not reached | - | - |")
+            continue
+        print(f"| {level:.2f} | {offset:+.3f} | {rate(r.id == e.id and r.margin > offset for r, e in zip(own, edits))} "
+              f"| {rate(r.margin > offset for r in loc)} |")
     by_id = {e.id: e for e in edits}
-    cuts = {"the sentinel": 0.0, f"{WHOSE_LEVEL:.0%} recall": at_recall[WHOSE_LEVEL]}
+    whose_cut = at_recall[WHOSE_LEVEL]
+    cuts = {"the gate": lambda r: r.hit, f"{WHOSE_LEVEL:.0%} recall": lambda r: r.margin > whose_cut}
     for position in sorted({pos for pos, _ in probes}):
         asked = [(p, r) for (pos, p), r in zip(probes, loc) if pos == position]
         cells = []
-        for name, offset in cuts.items():
-            if offset is not None:
-                whose = [names_subject(p, by_id[r.id]) for p, r in asked if r.margin > offset]
+        for name, passes in cuts.items():
+            if name == "the gate" or whose_cut is not None:
+                whose = [names_subject(p, by_id[r.id]) for p, r in asked if passes(r)]
                 cells.append(f"{len(whose) / len(asked):.3f} at {name} (an edit of the person it names: {rate(whose)})")
         print(f"locality probe {position} retrieves " + "; ".join(cells))
     shown = [(p, r) for (_, p), r in zip(probes, loc) if r.hit][: args.examples]

@@ -95,6 +95,11 @@ BAD = [
     ("recipe", {"checkpoint": "x", "sentinel_offset": True}, "sentinel_offset"),
     ("recipe", {"checkpoint": "x", "sentinel_offset": "high"}, "sentinel_offset"),
     ("recipe", {"checkpoint": "x", "bogus": 1}, "bogus"),
+    ("recipe", {"checkpoint": "x", "gate": "knn"}, "gate"),
+    ("recipe", {"checkpoint": "x", "gate": None}, "gate"),
+    ("recipe", {"checkpoint": "x", "gate": "cosine", "cosine_ratio": 0}, "cosine_ratio"),
+    ("recipe", {"checkpoint": "x", "cosine_ratio": "0.9"}, "cosine_ratio"),
+    ("recipe", {"checkpoint": "x", "cosine_ratio": float("inf")}, "cosine_ratio"),
     # -- none
     ("none", {"seed": 1}, "seed"),
     ("none", {"n_iter": 3}, "n_iter"),
@@ -130,7 +135,8 @@ GOOD = [
     ("ft-l", {}),
     ("ft-l", {"preset": "paper", "lr": 5e-3, "n_iter": 10, "norm_constraint": 5e-4, "stop_loss": None}),
     ("recipe", {"checkpoint": "x"}),
-    ("recipe", {"checkpoint": "x", "index": "hnsw", "query_cache_size": 0, "sentinel_offset": -1}),
+    ("recipe", {"checkpoint": "x", "index": "hnsw", "query_cache_size": 0, "gate": "sentinel", "sentinel_offset": -1}),
+    ("recipe", {"checkpoint": "x", "gate": "cosine", "cosine_ratio": 1.2, "sentinel_offset": 2}),
     ("none", {}),
 ]
 

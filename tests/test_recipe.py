@@ -180,11 +180,12 @@ def _mixed_prompts(setup, method) -> list[str]:
 
 # -- what meta-training buys (Llama) -----------------------------------------------------------------
 
-def test_trained_edits_are_recalled_and_unrelated_prompts_unchanged(llama):
+@pytest.mark.parametrize("gate", ["sentinel", "cosine"])
+def test_trained_edits_are_recalled_and_unrelated_prompts_unchanged(llama, gate):
     world, tok = llama.world, llama.world.tokenizer
     before = argmax_predictions(llama.llm, tok, world.unrelated)
     base_rel = token_accuracy(llama.llm, tok, _pairs(world.train[:10]))
-    m = RecipeMethod.create(llama.llm, tok, {"checkpoint": str(llama.checkpoint)})
+    m = RecipeMethod.create(llama.llm, tok, {"checkpoint": str(llama.checkpoint), "gate": gate})
     try:
         m.apply(world.train[:10])
         rel = token_accuracy(llama.llm, tok, _pairs(world.train[:10]), method=m)
@@ -226,12 +227,13 @@ def test_sentinel_offset_makes_retrieval_stricter_and_is_saved(llama):
         return llama.llm(input_ids=torch.tensor([tok(prompt)["input_ids"]])).logits[0, -1]
 
     base = [last_logits(p) for p in prompts]
-    m = RecipeMethod.create(llama.llm, tok, {"checkpoint": str(llama.checkpoint)})
+    m = RecipeMethod.create(llama.llm, tok, {"checkpoint": str(llama.checkpoint), "gate": "sentinel"})
     m.apply(world.train[:10])
     margins = sorted(r.margin for r in m.lookup(prompts))
     m.detach()
     offset = (margins[4] + margins[5]) / 2  # between the 5th and 6th edit's margin over the sentinel
-    strict = RecipeMethod.create(llama.llm, tok, {"checkpoint": str(llama.checkpoint), "sentinel_offset": offset})
+    strict = RecipeMethod.create(llama.llm, tok, {"checkpoint": str(llama.checkpoint), "gate": "sentinel",
+                                                  "sentinel_offset": offset})
     try:
         strict.apply(world.train[:10])
         found = strict.lookup(prompts)
@@ -241,6 +243,76 @@ def test_sentinel_offset_makes_retrieval_stricter_and_is_saved(llama):
         assert strict.state().config["options"]["sentinel_offset"] == offset  # saved with the delta
     finally:
         strict.detach()
+
+
+def test_cosine_gate_answers_a_query_above_a_share_of_the_edits_own_prompt_cosine(llama, tmp_path):
+    world, tok = llama.world, llama.world.tokenizer
+    edits = world.train[:10]
+    prompts = [e.prompt for e in edits] + [p for p, _ in world.unrelated[:20]]
+
+    def last_logits(prompt: str) -> torch.Tensor:
+        return llama.llm(input_ids=torch.tensor([tok(prompt)["input_ids"]])).logits[0, -1]
+
+    base = [last_logits(p) for p in prompts]
+    m = RecipeMethod.create(llama.llm, tok, {"checkpoint": str(llama.checkpoint), "gate": "cosine"})
+    try:
+        m.apply(edits)
+        own = m.store.own_cosines.clone()
+        assert own.shape == (10,) and bool((own > 0).all()) and bool((own <= 1 + 1e-6).all())
+        found = m.lookup([e.prompt for e in edits])
+        assert [r.id for r in found] == [e.id for e in edits] and all(r.hit for r in found)
+        # an edit's own prompt sits at exactly its recorded cosine: margin = (1 - 0.9) x own
+        torch.testing.assert_close(torch.tensor([r.margin for r in found]), 0.1 * own, rtol=0, atol=1e-5)
+        looked_up = m.lookup(prompts)
+        assert sum(r.hit for r in looked_up[10:]) <= 1  # unrelated prompts stay below their edit's bar
+        assert [not torch.equal(last_logits(p), b) for p, b in zip(prompts, base)] == [r.hit for r in looked_up]
+        assert m.summary()["gate"] == "cosine"
+        state = m.state()
+        assert torch.equal(state.tensors["own_cosines"], own)
+        save_file(state.tensors, tmp_path / "delta.safetensors")
+    finally:
+        m.detach()
+    saved = MethodState(state.config, load_file(tmp_path / "delta.safetensors"))
+    restored = RecipeMethod.restore(llama.llm, tok, saved)
+    try:
+        assert torch.equal(restored.store.own_cosines, own)
+        assert [r.margin for r in restored.lookup(prompts)] == [r.margin for r in looked_up]
+    finally:
+        restored.detach()
+    # a bar above each edit's own prompt, or a sentinel no edit beats: not even that prompt is answered
+    for stricter in ({"cosine_ratio": 1.01}, {"sentinel_offset": 1e6}):
+        strict = RecipeMethod.create(llama.llm, tok, {"checkpoint": str(llama.checkpoint), **stricter})
+        try:
+            strict.apply(edits)
+            found = strict.lookup(prompts)
+            assert not any(r.hit for r in found), stricter
+            assert [r.margin for r in found] == [r.margin for r in looked_up] or "cosine_ratio" in stricter
+            assert all(torch.equal(last_logits(p), b) for p, b in zip(prompts, base))
+        finally:
+            strict.detach()
+
+
+def test_a_delta_saved_without_own_prompt_cosines_loads_for_the_sentinel_gate_only(llama):
+    tok = llama.world.tokenizer
+    m = RecipeMethod.create(llama.llm, tok, {"checkpoint": str(llama.checkpoint), "gate": "sentinel"})
+    try:
+        m.apply(llama.world.train[:5])
+        state = m.state()
+        expected = [r.margin for r in m.lookup([e.prompt for e in llama.world.train[:5]])]
+    finally:
+        m.detach()
+    older = {k: v for k, v in state.tensors.items() if k != "own_cosines"}  # as saved before they were recorded
+    options = {k: v for k, v in state.config["options"].items() if k not in ("gate", "cosine_ratio")}
+    restored = RecipeMethod.restore(llama.llm, tok, MethodState({**state.config, "options": options}, older))
+    try:
+        assert restored.options["gate"] == "sentinel"  # what a delta saved before the gates was made with
+        assert bool(restored.store.own_cosines.isnan().all())
+        assert [r.margin for r in restored.lookup([e.prompt for e in llama.world.train[:5]])] == expected
+    finally:
+        restored.detach()
+    cosine = {**state.config, "options": {**state.config["options"], "gate": "cosine"}}
+    with pytest.raises(BadInputError, match="saved before wiseedit recorded each edit's own-prompt cosine"):
+        RecipeMethod.restore(llama.llm, tok, MethodState(cosine, older))
 
 
 # -- mechanics (Llama and GPT-2) ---------------------------------------------------------------------
@@ -352,7 +424,7 @@ def test_fresh_reuses_the_loaded_checkpoint_and_starts_empty(llama):
             return llama.llm(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
 
     base = logits()
-    options = {"checkpoint": str(llama.checkpoint), "sentinel_offset": 0.5}
+    options = {"checkpoint": str(llama.checkpoint), "gate": "sentinel", "sentinel_offset": 0.5}
     created = RecipeMethod.create(llama.llm, tok, options)
     created.apply(llama.world.train[:10])
     created.detach()
@@ -714,6 +786,34 @@ def test_store_rows_by_id_and_exact_top1():
     assert empty.search(torch.ones(1, 4))[0].tolist() == [float("-inf")]
 
 
+def test_cosine_store_ranks_by_cosine_and_saves_the_raw_keys():
+    from wiseedit.recipe.scan import MIN_ROWS, full_scan
+
+    keys = torch.tensor([[10.0, 0, 0, 0], [1.0, 1, 0, 0], [0, 0, 2.0, 0]])
+    query = torch.tensor([[1.0, 0.9, 0, 0]])
+    dot, cosine = KnowledgeStore(4, 1, 2), KnowledgeStore(4, 1, 2, metric="cosine")
+    for store in (dot, cosine):
+        store.add(["a", "b", "c"], keys, torch.zeros(3, 1, 2), torch.tensor([0.5, 0.6, 0.7]))
+    assert dot.search(query)[1].tolist() == [0] and cosine.search(query)[1].tolist() == [1]
+    torch.testing.assert_close(cosine.search(query)[0], torch.tensor([1.9 / (2 ** 0.5 * 1.81 ** 0.5)]))
+    assert torch.equal(cosine.tensors()["keys"], keys) and set(cosine.tensors()) == {"keys", "prompts", "own_cosines"}
+    cosine.remove(["b"])  # the unit keys follow the rows
+    assert cosine.search(query)[1].tolist() == [0] and cosine.own_cosines.tolist() == pytest.approx([0.5, 0.7])
+    cosine.replace("c", torch.tensor([3.0, 2.7, 0, 0]), torch.zeros(1, 2), 0.9)
+    assert cosine.search(query)[1].tolist() == [1] and cosine.own_cosines.tolist() == pytest.approx([0.5, 0.9])
+    with pytest.raises(BadInputError, match="metric"):
+        KnowledgeStore(4, 1, 2, metric="l2")
+    torch.manual_seed(0)
+    many = torch.randn(MIN_ROWS + 100, 16) * torch.rand(MIN_ROWS + 100, 1) * 10  # norms that differ
+    big = KnowledgeStore(16, 1, 1, metric="cosine")
+    big.add([str(i) for i in range(len(many))], many, torch.zeros(len(many), 1, 1))
+    queries = torch.randn(8, 16)
+    unit = torch.nn.functional.normalize
+    want = full_scan(unit(queries, dim=1), unit(many, dim=1))[1]
+    assert torch.equal(torch.cat([big.search(q[None])[1] for q in queries]), want)  # the float16 path
+    assert torch.equal(big.search(queries)[1], want)                                  # the batched scan
+
+
 def test_half_precision_scan_answers_exactly_like_the_float32_scan():
     from wiseedit.recipe.scan import MIN_ROWS, HalfPrecisionScan, full_scan
 
@@ -738,11 +838,12 @@ def test_half_precision_scan_answers_exactly_like_the_float32_scan():
     assert store.search(queries[1:2])[1].tolist() == [11]
 
 
-def test_hnsw_index_finds_the_exact_top1_on_a_small_store():
+@pytest.mark.parametrize("metric", ["dot", "cosine"])
+def test_hnsw_index_finds_the_exact_top1_on_a_small_store(metric):
     pytest.importorskip("faiss")
     torch.manual_seed(0)
-    keys = torch.randn(500, 16)
-    exact, hnsw = KnowledgeStore(16, 1, 2), KnowledgeStore(16, 1, 2, index="hnsw")
+    keys = torch.randn(500, 16) * torch.rand(500, 1) * 10  # norms that differ: cosine and dot disagree
+    exact, hnsw = KnowledgeStore(16, 1, 2, metric=metric), KnowledgeStore(16, 1, 2, index="hnsw", metric=metric)
     for store in (exact, hnsw):
         store.add([str(i) for i in range(500)], keys, torch.zeros(500, 1, 2))
     queries = keys[:20] * 3

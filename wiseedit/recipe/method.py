@@ -13,9 +13,20 @@ can be pointed to by editing ``options.checkpoint`` in the delta's saved method 
 
 Options (``create``): ``checkpoint`` (required: a checkpoint folder or a training ``out_dir``),
 ``index`` (``"exact"`` or ``"hnsw"``, see :mod:`wiseedit.recipe.store`), ``query_cache_size`` (query
-keys remembered per token sequence, so repeated prompts are encoded once), ``sentinel_offset`` (how far
-the top-1 edit's similarity must exceed the sentinel's for its prompt to be used; default 0, the
-paper's rule; higher is stricter: fewer unrelated prompts touched, fewer rephrasings recalled).
+keys remembered per token sequence, so repeated prompts are encoded once), and the gate that decides
+whether the top-1 edit's prompt is used:
+
+- ``gate="cosine"`` (the default; ours): the top-1 edit by cosine is used when its cosine with the query
+  exceeds ``cosine_ratio`` (default 0.9) times the cosine of that edit's own prompt with it, recorded
+  when the edit is applied, *and* it beats the sentinel as below. Each edit thus gets its own bar, as
+  WISE's router takes its threshold from the edits' own activations; the sentinel keeps its veto,
+  which matters where meta-training was short and every text looks alike by cosine. On the world
+  model at T = 1000 it lets 2.7% of unrelated prompts through where the sentinel alone lets 98% through
+  (docs/recipe.md, "A bar per edit").
+- ``gate="sentinel"`` (the paper's rule): the top-1 edit by scaled dot product is used when its
+  similarity exceeds the Knowledge Sentinel's by more than ``sentinel_offset`` (default 0; higher is
+  stricter: fewer unrelated prompts touched, fewer rephrasings recalled). A delta saved before the
+  gate was an option keeps this rule.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ from types import MappingProxyType
 from typing import get_args
 
 import torch
+import torch.nn.functional as F
 
 from wiseedit.edits.record import EditRecord
 from wiseedit.errors import BadInputError
@@ -42,7 +54,9 @@ from wiseedit.recipe.store import IndexKind, KnowledgeStore
 
 STATE_VERSION = 1
 _OPTIONS = MappingProxyType({"checkpoint": None, "index": "exact", "query_cache_size": 4096,
-                             "sentinel_offset": 0.0})
+                             "gate": "cosine", "sentinel_offset": 0.0, "cosine_ratio": 0.9})
+#: The gates, and the store metric each ranks by.
+_GATES = MappingProxyType({"sentinel": "dot", "cosine": "cosine"})
 
 
 @dataclass(frozen=True)
@@ -50,8 +64,10 @@ class Retrieval:
     """What one query retrieves (:meth:`RecipeMethod.lookup`)."""
 
     id: str | None  # the top-1 stored edit (None: the store is empty)
-    margin: float  # its similarity minus the sentinel's
-    hit: bool  # whether its prompt is prefixed: margin > the sentinel_offset option (0 by default)
+    margin: float  # gate "sentinel": its similarity minus the sentinel's; "cosine": its cosine minus
+                   # cosine_ratio x its own prompt's cosine
+    hit: bool  # whether its prompt is prefixed: margin > sentinel_offset ("sentinel"); margin > 0 and
+               # its similarity above the sentinel's by more than sentinel_offset ("cosine")
 
 
 class RecipeMethod(EditingMethod):
@@ -66,7 +82,8 @@ class RecipeMethod(EditingMethod):
         self.checkpoint, self.checkpoint_sha256 = checkpoint, checkpoint_sha256
         self.options = options
         cfg = networks.config
-        self.store = KnowledgeStore(cfg.d_r, cfg.prompt_tokens, networks.d_llm, _device(model), options["index"])
+        self.store = KnowledgeStore(cfg.d_r, cfg.prompt_tokens, networks.d_llm, _device(model), options["index"],
+                                    metric=_GATES[options["gate"]])
         with torch.no_grad():
             self._sentinel = networks.sentinel_key().to(_device(model))  # (d_r,): fixed after training
         self._query_cache: OrderedDict[tuple[int, ...], torch.Tensor] = OrderedDict()
@@ -107,8 +124,13 @@ class RecipeMethod(EditingMethod):
             raise BadInputError(f"the RECIPE checkpoint {path} is not the one this delta was made with "
                                 f"(weights {sha[:19]}..., expected {saved['checkpoint_sha256'][:19]}...)")
         networks, _, _ = load_networks(path, llm=model, device=_device(model))
-        method = cls(model, tokenizer, networks, path, sha, _resolved_options(saved["options"]))
+        # a delta saved before the gate was an option was made with the sentinel's
+        options = _resolved_options({"gate": "sentinel", **saved["options"]})
+        method = cls(model, tokenizer, networks, path, sha, options)
         method.store.load(saved["ids"], state.tensors)
+        if method.options["gate"] == "cosine" and bool(method.store.own_cosines.isnan().any()):
+            raise BadInputError("this RECIPE delta was saved before wiseedit recorded each edit's own-prompt "
+                                "cosine, which gate=cosine needs: use gate=sentinel, or apply its edits again")
         return method
 
     def fresh(self) -> RecipeMethod:
@@ -122,8 +144,8 @@ class RecipeMethod(EditingMethod):
         size = self.networks.config.encode_batch_size
         for start in range(0, len(edits), size):
             group = edits[start:start + size]
-            keys, prompts = self._encode(group)
-            self.store.add([e.id for e in group], keys, prompts)
+            keys, prompts, own = self._encode(group)
+            self.store.add([e.id for e in group], keys, prompts, own)
             if progress:
                 progress(start + len(group), len(edits))
 
@@ -133,13 +155,17 @@ class RecipeMethod(EditingMethod):
 
     def replace(self, edit: EditRecord) -> None:
         """Re-teach the stored edit with ``edit.id`` as `edit` (its row keeps its place)."""
-        keys, prompts = self._encode([edit])
-        self.store.replace(edit.id, keys[0], prompts[0])
+        keys, prompts, own = self._encode([edit])
+        self.store.replace(edit.id, keys[0], prompts[0], own[0])
 
     @torch.no_grad()
-    def _encode(self, edits: Sequence[EditRecord]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _encode(self, edits: Sequence[EditRecord]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Knowledge keys (B, d_r), prompts (B, l, d_llm) and own-prompt cosines (B,) of `edits`: the
+        cosine of each edit's prompt, as the query inference will compute from its tokens, with its key."""
         keys, prompts = self.networks.knowledge([statement(e.prompt, e.target) for e in edits])
-        return keys.float(), prompts.float()  # (B, d_r), (B, l, d_llm)
+        queries = self._query_keys([tuple(self.tokenizer(e.prompt)["input_ids"]) for e in edits])
+        own = F.cosine_similarity(queries, keys.float().to(queries), dim=1)
+        return keys.float(), prompts.float(), own
 
     # -- inference ----------------------------------------------------------------------------------
 
@@ -154,31 +180,40 @@ class RecipeMethod(EditingMethod):
         present = [r for r in range(B) if tokens[r]]
         if not len(self.store) or not present:
             return prompts, hit
-        margins, rows = self._top1([tokens[r] for r in present])  # (P,), (P,)
+        _, rows, passed = self._top1([tokens[r] for r in present])  # (P,), (P,)
         chosen = torch.tensor(present, device=hit.device)
-        hit[chosen] = margins > self.options["sentinel_offset"]  # strictly: a tie keeps the base model
+        hit[chosen] = passed
         prompts[chosen] = self.store.prompts[rows.clamp(min=0)]
         return prompts, hit
 
     @torch.no_grad()
     def lookup(self, prompts: Sequence[str]) -> list[Retrieval]:
         """What each prompt, given alone, retrieves: its top-1 stored edit and that edit's margin over
-        the Knowledge Sentinel (its prompt vectors are prefixed when the margin exceeds
-        ``sentinel_offset``, 0 by default). For calibration and debugging: why an unrelated prompt
+        the gate (see :class:`Retrieval`). For calibration and debugging: why an unrelated prompt
         changed, how close a neighbour came."""
         if not prompts:
             return []
-        margins, rows = self._top1([tuple(self.tokenizer(p)["input_ids"]) for p in prompts])
-        ids, offset = self.store.ids, self.options["sentinel_offset"]
-        return [Retrieval(ids[r] if r >= 0 else None, m, m > offset) for m, r in zip(margins.tolist(), rows.tolist())]
+        margins, rows, passed = self._top1([tuple(self.tokenizer(p)["input_ids"]) for p in prompts])
+        ids = self.store.ids
+        return [Retrieval(ids[r] if r >= 0 else None, m, h)
+                for m, r, h in zip(margins.tolist(), rows.tolist(), passed.tolist())]
 
-    def _top1(self, token_rows: list[tuple[int, ...]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per token sequence: the top-1 row's similarity minus the sentinel's, and the row (-1 and -inf
-        when the store is empty): ((P,), (P,))."""
+    def _top1(self, token_rows: list[tuple[int, ...]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per token sequence: the top-1 row's margin over the gate (see :class:`Retrieval`), the row
+        (-inf and -1 when the store is empty), and whether it passes the gate: ((P,), (P,), (P,)).
+        Passing is strict: a tie keeps the base model."""
         queries = self._query_keys(token_rows)  # (P, d_r)
         scores, rows = self.store.search(queries)  # (P,), (P,)
-        sentinel = queries @ self._sentinel / self.networks.config.d_r ** 0.5  # (P,)
-        return scores - sentinel, rows
+        if not len(self.store):
+            return scores, rows, torch.zeros_like(rows, dtype=torch.bool)  # nothing to retrieve
+        scale = self.networks.config.d_r ** 0.5
+        sentinel = queries @ self._sentinel / scale  # (P,)
+        offset = self.options["sentinel_offset"]
+        if self.options["gate"] == "sentinel":
+            return scores - sentinel, rows, scores - sentinel > offset
+        margin = scores - self.options["cosine_ratio"] * self.store.own_cosines[rows]  # (P,)
+        beats = (queries * self.store.keys[rows]).sum(dim=1) / scale - sentinel  # the sentinel's test, same row
+        return margin, rows, (margin > 0) & (beats > offset)
 
     def _query_keys(self, token_rows: list[tuple[int, ...]]) -> torch.Tensor:
         """Query keys (P, d_r) of token sequences, through a bounded cache keyed by the tokens."""
@@ -211,7 +246,7 @@ class RecipeMethod(EditingMethod):
         cfg = self.networks.config
         return {"method": self.name, "edits": len(self.store), "checkpoint": str(self.checkpoint),
                 "encoder": cfg.encoder, "d_r": cfg.d_r, "prompt_tokens": cfg.prompt_tokens,
-                "index": self.options["index"]}
+                "index": self.options["index"], "gate": self.options["gate"]}
 
 
 def _create_options(options: dict | None) -> dict:
@@ -245,7 +280,14 @@ def _resolved_options(options: dict | None) -> dict:
     if isinstance(offset, bool) or not isinstance(offset, (int, float)) or not math.isfinite(offset):
         raise BadInputError(f"RECIPE option sentinel_offset must be a number (0: the paper's rule, higher: "
                             f"stricter retrieval), got {offset!r}")
-    return {**_OPTIONS, **options, "sentinel_offset": float(offset)}
+    gate = options.get("gate", _OPTIONS["gate"])
+    if not isinstance(gate, str) or gate not in _GATES:
+        raise BadInputError(f"unknown RECIPE gate {gate!r}; choose one of: {', '.join(_GATES)}")
+    ratio = options.get("cosine_ratio", _OPTIONS["cosine_ratio"])
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not math.isfinite(ratio) or ratio <= 0:
+        raise BadInputError(f"RECIPE option cosine_ratio must be a number > 0 (0.9: a query is answered by an "
+                            f"edit it is at least 0.9 times as close to as the edit's own prompt), got {ratio!r}")
+    return {**_OPTIONS, **options, "sentinel_offset": float(offset), "cosine_ratio": float(ratio)}
 
 
 def _device(model) -> torch.device:
