@@ -21,7 +21,7 @@ removal or replacement (about half a minute for 10^5 keys of width 512 on 2 core
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from typing import Literal, Sequence, get_args
 
 import torch
 import torch.nn.functional as F
@@ -42,10 +42,9 @@ class KnowledgeStore:
     def __init__(self, d_r: int, prompt_tokens: int, d_llm: int, device: torch.device | str = "cpu",
                  index: IndexKind = "exact", metric: Metric = "dot"):
         self.d_r, self.prompt_tokens, self.d_llm = d_r, prompt_tokens, d_llm
-        if index not in ("exact", "hnsw"):
-            raise BadInputError(f"unknown RECIPE index {index!r}; choose 'exact' or 'hnsw'")
-        if metric not in ("dot", "cosine"):
-            raise BadInputError(f"unknown RECIPE metric {metric!r}; choose 'dot' or 'cosine'")
+        for name, value, kind in (("index", index, IndexKind), ("metric", metric, Metric)):
+            if value not in get_args(kind):
+                raise BadInputError(f"unknown RECIPE {name} {value!r}; choose one of: {', '.join(get_args(kind))}")
         self.metric = metric
         self.ids: list[str] = []
         self._n = 0
