@@ -38,7 +38,7 @@ from wiseedit.recipe.method import RecipeMethod
 OFFSETS = {"sentinel": (-2.0, -1.0, 0.0, 1.0, 2.0, 4.0),  # margins in units of q . k / sqrt(d_r)
            "cosine": (-0.05, -0.02, 0.0, 0.02, 0.05, 0.1)}  # margins in units of cosine
 REPHRASINGS = 2  # per edit
-RECALL_LEVELS = (0.95, 0.90, 0.85, 0.80)  # shares of edit prompts retrieving their own edit
+RECALL_LEVELS = (0.95, 0.90, 0.85, 0.80)  # shares of edit prompts (rephrasings) retrieving their own edit
 WHOSE_LEVEL = 0.90  # one of RECALL_LEVELS: where locality probes are also split by whose edit they retrieve
 
 
@@ -90,42 +90,44 @@ def main() -> None:
     loc = method.lookup([p for _, p in probes])
 
     gate = method.options["gate"]
+    # each kind of query that should retrieve its own edit: (lookups, the id each should retrieve)
+    should = {"edit prompt": (own, [e.id for e in edits]), "rephrasing": (reph, [i for i, _ in rephrased])}
+
+    def retrieved(kind: str, offset: float) -> str:
+        """How often queries of `kind` retrieve their own edit with a margin above `offset`."""
+        results, ids = should[kind]
+        return rate(r.id == i and r.margin > offset for r, i in zip(results, ids))
+
+    def probes_at(offset: float) -> str:
+        return rate(r.margin > offset for r in loc)
+
     print(f"{args.checkpoint}: {len(edits)} edits of {args.suite} stored, gate {gate}")
-    print(f"first:     edit prompt {rate(r.id == e.id for r, e in zip(own, edits))}, "
-          f"rephrasing {rate(r.id == i for r, (i, _) in zip(reph, rephrased))}")
-    print(f"at the gate: edit prompt {rate(r.id == e.id and r.hit for r, e in zip(own, edits))}, "
-          f"rephrasing {rate(r.id == i and r.hit for r, (i, _) in zip(reph, rephrased))}, "
+    print(f"first:     edit prompt {retrieved('edit prompt', -math.inf)}, "
+          f"rephrasing {retrieved('rephrasing', -math.inf)}")
+    passed = {kind: rate(r.id == i and r.hit for r, i in zip(*should[kind])) for kind in should}
+    print(f"at the gate: edit prompt {passed['edit prompt']}, rephrasing {passed['rephrasing']}, "
           f"locality probe {rate(r.hit for r in loc)}")
     print("| offset of the cut | edit prompt retrieved | rephrasing retrieved | locality probe retrieves |")
     print("| --- | --- | --- | --- |")
-    def retrieved(offset: float) -> str:
-        """Table cells at a sentinel offset: rephrasings retrieving their own edit | probes retrieving any."""
-        return (f"{rate(r.id == i and r.margin > offset for r, (i, _) in zip(reph, rephrased))} "
-                f"| {rate(r.margin > offset for r in loc)}")
-
     for offset in OFFSETS[gate]:
-        print(f"| {offset:+g} | {rate(r.id == e.id and r.margin > offset for r, e in zip(own, edits))} "
-              f"| {retrieved(offset)} |")
-    print("| edit prompts retrieving | at offset | rephrasing retrieved | locality probe retrieves |")
-    print("| --- | --- | --- | --- |")
-    own_margins = [r.margin for r, e in zip(own, edits) if r.id == e.id]
-    at_recall = {level: offset_for_recall(own_margins, len(edits), level) for level in RECALL_LEVELS}
-    for level, offset in at_recall.items():
-        if offset is None:
-            print(f"| {level:.2f} | not reached | - | - |")
-            continue
-        print(f"| {level:.2f} | {offset:+.2f} | {retrieved(offset)} |")
-    # the same matched on rephrasings (Gen): with gate=cosine an edit prompt always clears its own bar
-    print("| rephrasings retrieving | at offset | edit prompt retrieved | locality probe retrieves |")
-    print("| --- | --- | --- | --- |")
-    reph_margins = [r.margin for r, (i, _) in zip(reph, rephrased) if r.id == i]
-    for level in RECALL_LEVELS:
-        offset = offset_for_recall(reph_margins, len(rephrased), level)
-        if offset is None:
-            print(f"| {level:.2f} | not reached | - | - |")
-            continue
-        print(f"| {level:.2f} | {offset:+.3f} | {rate(r.id == e.id and r.margin > offset for r, e in zip(own, edits))} "
-              f"| {rate(r.margin > offset for r in loc)} |")
+        print(f"| {offset:+g} | {retrieved('edit prompt', offset)} | {retrieved('rephrasing', offset)} "
+              f"| {probes_at(offset)} |")
+    # matched on edit prompts (Rel), then on rephrasings (Gen: with gate=cosine an edit prompt always
+    # clears its own bar, so matching on edit prompts says little there)
+    at_recall = {}
+    for matched, other in (("edit prompt", "rephrasing"), ("rephrasing", "edit prompt")):
+        print(f"| {matched}s retrieving | at offset | {other} retrieved | locality probe retrieves |")
+        print("| --- | --- | --- | --- |")
+        results, ids = should[matched]
+        margins = [r.margin for r, i in zip(results, ids) if r.id == i]
+        for level in RECALL_LEVELS:
+            offset = offset_for_recall(margins, len(ids), level)
+            if matched == "edit prompt":
+                at_recall[level] = offset
+            if offset is None:
+                print(f"| {level:.2f} | not reached | - | - |")
+                continue
+            print(f"| {level:.2f} | {offset:+.3f} | {retrieved(other, offset)} | {probes_at(offset)} |")
     by_id = {e.id: e for e in edits}
     whose_cut = at_recall[WHOSE_LEVEL]
     cuts = {"the gate": lambda r: r.hit, f"{WHOSE_LEVEL:.0%} recall": lambda r: r.margin > whose_cut}

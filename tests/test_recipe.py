@@ -286,7 +286,8 @@ def test_cosine_gate_answers_a_query_above_a_share_of_the_edits_own_prompt_cosin
             strict.apply(edits)
             found = strict.lookup(prompts)
             assert not any(r.hit for r in found), stricter
-            assert [r.margin for r in found] == [r.margin for r in looked_up] or "cosine_ratio" in stricter
+            if "sentinel_offset" in stricter:  # the offset moves the sentinel's cut, not the cosine margins
+                assert [r.margin for r in found] == [r.margin for r in looked_up]
             assert all(torch.equal(last_logits(p), b) for p, b in zip(prompts, base))
         finally:
             strict.detach()

@@ -163,9 +163,9 @@ class RecipeMethod(EditingMethod):
         """Knowledge keys (B, d_r), prompts (B, l, d_llm) and own-prompt cosines (B,) of `edits`: the
         cosine of each edit's prompt, as the query inference will compute from its tokens, with its key."""
         keys, prompts = self.networks.knowledge([statement(e.prompt, e.target) for e in edits])
+        keys, prompts = keys.float(), prompts.float()
         queries = self._query_keys([tuple(self.tokenizer(e.prompt)["input_ids"]) for e in edits])
-        own = F.cosine_similarity(queries, keys.float().to(queries), dim=1)
-        return keys.float(), prompts.float(), own
+        return keys, prompts, F.cosine_similarity(queries, keys.to(queries), dim=1)
 
     # -- inference ----------------------------------------------------------------------------------
 
