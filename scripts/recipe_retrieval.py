@@ -64,14 +64,21 @@ def offset_for_recall(own_margins: list[float], total: int, level: float) -> flo
     return math.nextafter(sorted(own_margins, reverse=True)[needed - 1], -math.inf)  # hit: margin > offset
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def checkpoint_parser(doc: str) -> argparse.ArgumentParser:
+    """The arguments the RECIPE diagnostic scripts share: a checkpoint, the base model, the suite, how
+    many of its edits, and threads."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("checkpoint")
     parser.add_argument("--model", default="world")
     parser.add_argument("--suite", default="world")
     parser.add_argument("-T", "--edits", type=int, default=1000)
-    parser.add_argument("--examples", type=int, default=6)
     parser.add_argument("--threads", type=int, default=1)
+    return parser
+
+
+def main() -> None:
+    parser = checkpoint_parser(__doc__)
+    parser.add_argument("--examples", type=int, default=6)
     parser.add_argument("--option", action="append", metavar="KEY=VALUE",
                         help="a RECIPE option, e.g. gate=cosine (as wiseedit's --option)")
     args = parser.parse_args()

@@ -278,6 +278,14 @@ def test_the_named_train_splits_leave_out_what_the_suites_evaluate():
     invented = load_train_data("world-train-x4-invented")  # and 600 invented people's edits
     assert (len(invented.edits), len(invented.skipped), invented.dropped_texts) == (2800 + 3000, 0, 0)
     assert invented.edits[:2800] == x4.edits and not {e.subject for e in invented.edits} & eval_people
+    x8 = load_train_data("world-train-x8-invented")  # each training fact edited to 8 objects, same people
+    assert (len(x8.edits), len(x8.skipped), x8.dropped_texts) == (5600 + 3000, 0, 0)
+    assert x8.edits[5600:] == invented.edits[2800:]
+    objects = {}
+    for e in x8.edits[:5600]:
+        objects.setdefault((e.subject, e.extra["relation"]), set()).add(e.target)
+    assert len(objects) == 700 and all(len(o) == 8 for o in objects.values())
+    assert all(e.target != e.extra["ground_truth"] for e in x8.edits[:5600])
 
     counterfact = load_train_data("counterfact-train")  # 279 prompts and 2765 probes/paraphrases evaluated
     assert (len(counterfact.edits), len(counterfact.skipped), counterfact.dropped_texts) == (6967, 3033, 2765)

@@ -28,7 +28,8 @@ DEFAULT_STEPS = 2000  # kept equal to wiseedit.recipe.run.DEFAULT_STEPS (that mo
 HELP = "\n\n".join([
     "Meta-train RECIPE for a base model: the encoder, heads and sentinel that turn each edit into a "
     "retrievable continuous prompt. The base model stays frozen; the result is tied to it.",
-    "Train on a train split (world-train, world-train-x4, world-train-x4-invented, counterfact-train) or an "
+    "Train on a train split (world-train, world-train-x4, world-train-x4-invented, world-train-x8-invented, "
+    "counterfact-train) or an "
     "edit file whose records have a rephrase and a locality probe (records without are skipped, each named "
     "by file:line). Evaluation suites are refused: training on what is evaluated would leak. Checkpoints "
     "(safetensors) are written to --out every --checkpoint-every steps and at the end; a rerun resumes "
@@ -48,7 +49,7 @@ def train_recipe_command(
     data: Annotated[Optional[str], typer.Option(
         "--data", metavar="DATA", rich_help_panel=DATA_PANEL, show_default=False,
         help="world-train, world-train-x4 (each fact edited to 4 objects), world-train-x4-invented (and 600 "
-             "invented people), counterfact-train, or an edit "
+             "invented people), world-train-x8-invented (8 objects per fact), counterfact-train, or an edit "
              "file (JSONL or JSON array; [bold]-[/bold]: standard input) whose records have rephrase and "
              "locality.")] = None,
     out: Annotated[Optional[Path], typer.Option(

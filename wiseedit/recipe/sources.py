@@ -12,6 +12,9 @@ Named splits:
   syllables, so that the retriever sees many more names than the 140 training people and learns to
   match a name whole, not by a shared syllable (docs/recipe.md). The base model knows nothing of
   them; the edit and locality losses need no true facts.
+- ``world-train-x8-invented``: the same with each fact edited to 8 objects (5,600 + 3,000 edits):
+  the prompt network then generalises better to people it was not trained on, since an object is
+  less often tied to a person it has seen (docs/recipe.md, "Where Rel is lost").
 - ``counterfact-train``: the shipped CounterFact train file (10,000 records, case ids disjoint from
   the counterfact suite's).
 
@@ -50,10 +53,12 @@ from wiseedit.errors import BadInputError, InputProblems
 WORLD_TRAIN = "world-train"
 WORLD_TRAIN_X4 = "world-train-x4"
 WORLD_TRAIN_X4_INVENTED = "world-train-x4-invented"
-INVENTED_PEOPLE = 600  # in world-train-x4-invented, beside the world's 140 training people
+WORLD_TRAIN_X8_INVENTED = "world-train-x8-invented"
+INVENTED_PEOPLE = 600  # in world-train-x{4,8}-invented, beside the world's 140 training people
 COUNTERFACT_TRAIN = "counterfact-train"
 #: The train splits ``--data`` accepts by name.
-TRAIN_SPLITS: tuple[str, ...] = (WORLD_TRAIN, WORLD_TRAIN_X4, WORLD_TRAIN_X4_INVENTED, COUNTERFACT_TRAIN)
+TRAIN_SPLITS: tuple[str, ...] = (WORLD_TRAIN, WORLD_TRAIN_X4, WORLD_TRAIN_X4_INVENTED, WORLD_TRAIN_X8_INVENTED,
+                                 COUNTERFACT_TRAIN)
 
 #: Evaluation suites refused by name -> what to train on instead.
 _EVALUATED = {
@@ -66,6 +71,8 @@ _EVALUATED = {
     "hallucination": "give a file of training records with paraphrases and locality probes",
     "temporal": "give a file of training records with paraphrases and locality probes",
 }
+#: The world's train splits -> objects each training fact is edited to.
+_OBJECTS_PER_FACT = {WORLD_TRAIN: 1, WORLD_TRAIN_X4: 4, WORLD_TRAIN_X4_INVENTED: 4, WORLD_TRAIN_X8_INVENTED: 8}
 SHOWN_SKIPS = 10  # the log names this many skipped records; the JSON summary lists them all
 
 
@@ -114,14 +121,14 @@ def load_train_data(data: str, *, stdin: TextIO | None = None) -> TrainData:
     if name in _EVALUATED:
         raise BadInputError(f"--data {name} is an evaluation suite: meta-training RECIPE on the edits and "
                             f"probes it is measured on would leak them into the retriever; {_EVALUATED[name]}")
-    if name in (WORLD_TRAIN, WORLD_TRAIN_X4, WORLD_TRAIN_X4_INVENTED):
+    if name in _OBJECTS_PER_FACT:
         from wiseedit.evaluation.suites import evaluated_prompts
         from wiseedit.world.suite import invented_edits, object_variants, world_edits
 
         records, evaluated = world_edits("train"), evaluated_prompts(world_edits("eval"))
-        if name != WORLD_TRAIN:
-            records = object_variants(records, 4)
-        if name == WORLD_TRAIN_X4_INVENTED:
+        if _OBJECTS_PER_FACT[name] > 1:
+            records = object_variants(records, _OBJECTS_PER_FACT[name])
+        if name.endswith("-invented"):
             records += invented_edits(INVENTED_PEOPLE)
     elif name == COUNTERFACT_TRAIN:
         from wiseedit.evaluation import suites
