@@ -13,8 +13,8 @@ Named splits:
   match a name whole, not by a shared syllable (docs/recipe.md). The base model knows nothing of
   them; the edit and locality losses need no true facts.
 - ``world-train-x8-invented``: the same with each fact edited to 8 objects (5,600 + 3,000 edits):
-  the prompt network then generalises better to people it was not trained on, since an object is
-  less often tied to a person it has seen (docs/recipe.md, "Where Rel is lost").
+  the prompt network then carries the object it reads to people it was not trained on better than
+  with 4 (measured in docs/recipe.md, "Where Rel is lost").
 - ``counterfact-train``: the shipped CounterFact train file (10,000 records, case ids disjoint from
   the counterfact suite's).
 
@@ -71,8 +71,9 @@ _EVALUATED = {
     "hallucination": "give a file of training records with paraphrases and locality probes",
     "temporal": "give a file of training records with paraphrases and locality probes",
 }
-#: The world's train splits -> objects each training fact is edited to.
-_OBJECTS_PER_FACT = {WORLD_TRAIN: 1, WORLD_TRAIN_X4: 4, WORLD_TRAIN_X4_INVENTED: 4, WORLD_TRAIN_X8_INVENTED: 8}
+#: The world's train splits -> (objects each training fact is edited to, whether invented people join).
+_WORLD_SPLITS = {WORLD_TRAIN: (1, False), WORLD_TRAIN_X4: (4, False), WORLD_TRAIN_X4_INVENTED: (4, True),
+                 WORLD_TRAIN_X8_INVENTED: (8, True)}
 SHOWN_SKIPS = 10  # the log names this many skipped records; the JSON summary lists them all
 
 
@@ -121,14 +122,15 @@ def load_train_data(data: str, *, stdin: TextIO | None = None) -> TrainData:
     if name in _EVALUATED:
         raise BadInputError(f"--data {name} is an evaluation suite: meta-training RECIPE on the edits and "
                             f"probes it is measured on would leak them into the retriever; {_EVALUATED[name]}")
-    if name in _OBJECTS_PER_FACT:
+    if name in _WORLD_SPLITS:
         from wiseedit.evaluation.suites import evaluated_prompts
         from wiseedit.world.suite import invented_edits, object_variants, world_edits
 
+        objects, with_invented = _WORLD_SPLITS[name]
         records, evaluated = world_edits("train"), evaluated_prompts(world_edits("eval"))
-        if _OBJECTS_PER_FACT[name] > 1:
-            records = object_variants(records, _OBJECTS_PER_FACT[name])
-        if name.endswith("-invented"):
+        if objects > 1:
+            records = object_variants(records, objects)
+        if with_invented:
             records += invented_edits(INVENTED_PEOPLE)
     elif name == COUNTERFACT_TRAIN:
         from wiseedit.evaluation import suites
