@@ -787,6 +787,21 @@ def test_store_rows_by_id_and_exact_top1():
     assert empty.search(torch.ones(1, 4))[0].tolist() == [float("-inf")]
 
 
+def test_saved_rows_that_do_not_fit_the_store_are_refused_and_change_nothing():
+    store = KnowledgeStore(d_r=4, prompt_tokens=2, d_llm=3)
+    store.add(["a"], torch.ones(1, 4), torch.zeros(1, 2, 3), torch.tensor([0.5]))
+    good = {"keys": torch.eye(4)[:2], "prompts": torch.zeros(2, 2, 3), "own_cosines": torch.tensor([0.1, 0.2])}
+    for name, bad in (("keys", torch.eye(4)[:2, :3]), ("prompts", torch.zeros(2, 1, 3)),
+                      ("own_cosines", torch.zeros(3))):
+        with pytest.raises(BadInputError, match=r"which do not fit 2 edits of this checkpoint"):
+            store.load(["b", "c"], {**good, name: bad})
+        assert store.ids == ["a"] and store.own_cosines.tolist() == [0.5]
+    with pytest.raises(BadInputError, match=r"own cosines \(3,\)"):
+        store.load(["b", "c"], {**good, "own_cosines": torch.zeros(3)})
+    store.load(["b", "c"], good)
+    assert store.ids == ["a", "b", "c"] and store.own_cosines.tolist() == pytest.approx([0.5, 0.1, 0.2])
+
+
 def test_cosine_store_ranks_by_cosine_and_saves_the_raw_keys():
     from wiseedit.recipe.scan import MIN_ROWS, full_scan
 

@@ -183,7 +183,7 @@ class RecipeMethod(EditingMethod):
         _, rows, passed = self._top1([tokens[r] for r in present])  # (P,), (P,)
         chosen = torch.tensor(present, device=hit.device)
         hit[chosen] = passed
-        prompts[chosen] = self.store.prompts[rows.clamp(min=0)]
+        prompts[chosen] = self.store.prompts[rows]  # rows >= 0: the store is not empty
         return prompts, hit
 
     @torch.no_grad()

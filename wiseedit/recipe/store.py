@@ -180,8 +180,9 @@ class KnowledgeStore:
         n = len(ids)
         if (keys.shape != (n, self.d_r) or prompts.shape != (n, self.prompt_tokens, self.d_llm)
                 or (own is not None and own.shape != (n,))):
-            raise BadInputError(f"the saved RECIPE store has keys {tuple(keys.shape)} and prompts "
-                                f"{tuple(prompts.shape)}, which do not fit {n} edits of this checkpoint")
+            shapes = f"keys {tuple(keys.shape)}, prompts {tuple(prompts.shape)}" + (
+                "" if own is None else f", own cosines {tuple(own.shape)}")
+            raise BadInputError(f"the saved RECIPE store has {shapes}, which do not fit {n} edits of this checkpoint")
         self.add(ids, keys, prompts, own)
 
 
