@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import BertConfig, BertModel
 
@@ -528,10 +529,10 @@ def test_checkpoint_files(llama):
 
 
 # bank_refresh 3: the resumed run starts between two refreshes; "pooled": MLP_P's own projection resumes
-# too; encoder_lr: Adam's two parameter groups resume too
+# too; encoder_lr: Adam's two parameter groups resume too; ema_decay: the average and the trained weights
 @pytest.mark.parametrize("settings", [{}, {"bank_refresh": 3}, {"prompt_input": "pooled"},
                                       {"key_init": "mean", "encoder_lr": 1e-4}, {"batches": "lookalike"},
-                                      {"batches": "lookalike-person"}])
+                                      {"batches": "lookalike-person"}, {"ema_decay": 0.5}])
 def test_resume_continues_exactly_as_one_run(gpt2, tmp_path, settings):
     world, tok = gpt2.world, gpt2.world.tokenizer
     config = replace(TEST_CONFIG, checkpoint_every=2, keep_checkpoints=0, **settings)
@@ -545,6 +546,57 @@ def test_resume_continues_exactly_as_one_run(gpt2, tmp_path, settings):
     with pytest.raises(BadInputError, match="another config"):
         train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], replace(config, lr=1e-4),
                      tmp_path / "b", steps=6)
+
+
+def test_ema_checkpoints_offer_the_average_of_the_trained_weights(gpt2, tmp_path):
+    world, tok = gpt2.world, gpt2.world.tokenizer
+    plain = replace(TEST_CONFIG, checkpoint_every=1, keep_checkpoints=0)
+    decay = 0.5
+    trained = train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], plain, tmp_path / "a", steps=3)
+    averaged = train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], replace(plain, ema_decay=decay),
+                            tmp_path / "b", steps=3)
+    # training itself is the same run: same losses, same trained weights kept for resuming
+    assert [h["loss"] for h in averaged.history] == [h["loss"] for h in trained.history]
+    steps = [load_file(str(c / WEIGHTS_FILE)) for c in list_checkpoints(tmp_path / "a")]  # w_1, w_2, w_3
+    state = load_file(str(averaged.checkpoint / TRAINING_FILE))
+    for name, value in steps[-1].items():
+        assert torch.equal(state["trained." + name], value), name
+    # the checkpoint's weights: sum_s decay^(3-s) w_s / sum_s decay^(3-s), the initial weights left out
+    offered = load_file(str(averaged.checkpoint / WEIGHTS_FILE))
+    shares = torch.tensor([decay ** (3 - s) for s in (1, 2, 3)])
+    shares /= shares.sum()
+    moved = 0
+    for name, value in offered.items():
+        if not value.is_floating_point():
+            assert torch.equal(value, steps[-1][name])
+            continue
+        expected = sum(share * w[name] for share, w in zip(shares, steps))
+        torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-6, msg=name)
+        moved += not torch.equal(value, steps[-1][name])
+    assert moved > 10  # the average is not the last weights
+    result = averaged.networks.state_dict()  # what the call returns is what inference loads
+    assert all(torch.equal(result[name], value) for name, value in offered.items())
+
+
+def test_an_ema_checkpoint_without_its_trained_weights_is_refused_and_left_as_it_was(gpt2, tmp_path):
+    world, tok = gpt2.world, gpt2.world.tokenizer
+    config = replace(TEST_CONFIG, ema_decay=0.9)
+    train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path, steps=2)
+    state_file = list_checkpoints(tmp_path)[-1] / TRAINING_FILE
+    state = load_file(str(state_file))
+    with safe_open(str(state_file), framework="pt") as handle:  # keep the param groups in the metadata
+        metadata = handle.metadata()
+    save_file({k: v for k, v in state.items() if not k.startswith("trained.")}, str(state_file), metadata)
+    before = {f: f.read_bytes() for f in tmp_path.rglob("*") if f.is_file()}
+    with pytest.raises(BadInputError, match="records ema_decay 0.9 but its training state holds no trained"):
+        train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path, steps=4)
+    assert {f: f.read_bytes() for f in tmp_path.rglob("*") if f.is_file()} == before
+
+
+@pytest.mark.parametrize("decay", [1.0, -0.1])
+def test_an_ema_decay_outside_0_to_1_is_refused(decay):
+    with pytest.raises(BadInputError, match=f"ema_decay must be 0 \\(off\\) or below 1, got {decay}"):
+        replace(TEST_CONFIG, ema_decay=decay)
 
 
 @pytest.mark.parametrize("prompt_input, reads_the_key", [("key", True), ("pooled", False)])

@@ -170,6 +170,7 @@ def test_a_second_call_resumes_from_the_newest_checkpoint(trained, files, tmp_pa
     (["--edit-margin", "3"], "edit_margin 3.0 (the checkpoint has None)"),
     (["--batches", "lookalike"], "batches 'lookalike' (the checkpoint has 'random')"),
     (["--batches", "lookalike-person"], "batches 'lookalike-person' (the checkpoint has 'random')"),
+    (["--ema-decay", "0.99"], "ema_decay 0.99 (the checkpoint has 0.0)"),
 ])
 def test_resuming_with_other_settings_is_refused(trained, files, tmp_path, args, message):
     out = _copy(trained[2], tmp_path / "run")
@@ -251,6 +252,7 @@ def test_a_bad_encoder_is_refused_before_the_model_loads(files, tmp_path, monkey
     (["--lr", "0"], "lr must be positive, got 0.0"),
     (["--encoder-lr", "-1e-5"], "encoder_lr must be 0 (a frozen encoder) or positive, got -1e-05"),
     (["--edit-margin", "0.5"], "edit_margin must be at least 1 (the target's lead over the runner-up), got 0.5"),
+    (["--ema-decay", "1"], "ema_decay must be 0 (off) or below 1, got 1.0"),
 ])
 def test_bad_rates_and_margins_are_refused_before_the_model_loads(files, tmp_path, args, message):
     result = invoke("train-recipe", "--model", files["model"], "--data", files["train"], *args, *CPU, cwd=tmp_path)

@@ -97,6 +97,11 @@ def train_recipe_command(
              "asked of people with similar names, the neighbours retrieval must tell apart) or "
              "lookalike-person (the same, one place of each group given to another relation of the "
              "same person). Default: random.")] = None,
+    ema_decay: Annotated[Optional[float], typer.Option(
+        "--ema-decay", metavar="D", rich_help_panel=TRAINING_PANEL, show_default=False,
+        help="Checkpoints offer the moving average of the weights over training steps with decay D (e.g. "
+             "0.999; training itself goes on with the trained weights). Default: 0, the last step's weights "
+             "(as the paper).")] = None,
     seed: Annotated[Optional[int], typer.Option(
         "--seed", metavar="S", rich_help_panel=TRAINING_PANEL, show_default=False,
         help="Seed of the initialisation and of the batch order. Default: 0.")] = None,
@@ -123,7 +128,7 @@ def train_recipe_command(
         run = train(model, data, out, encoder=encoder, preset=preset, steps=steps, batch_size=batch_size, lr=lr,
                     seed=seed, checkpoint_every=checkpoint_every, bank_refresh=bank_refresh,
                     prompt_input=prompt_input, key_init=key_init, encoder_lr=encoder_lr, edit_margin=edit_margin,
-                    batches=batches, resume=not restart,
+                    batches=batches, ema_decay=ema_decay, resume=not restart,
                     device=device, dtype=dtype, progress=progress, log=note(console), stdin=sys.stdin)
     document = run.to_json()
     loss = "" if run.running_loss is None else f", running loss {run.running_loss:.4f}"

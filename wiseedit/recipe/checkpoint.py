@@ -9,8 +9,9 @@ A checkpoint is a directory ``<out_dir>/step-<8 digits>/``, written whole throug
 - ``recipe.safetensors``: the weights of :class:`RecipeNetworks` (encoder, MLP_K, MLP_Q, MLP_P,
   sentinel) — all inference needs, with the tokenizer;
 - ``encoder_tokenizer/``: the encoder's tokenizer files;
-- ``training_state.safetensors``: Adam's moments and step counts (``state.<i>.<name>``); its param
-  groups as JSON in the metadata. Only resuming reads it.
+- ``training_state.safetensors``: Adam's moments and step counts (``state.<i>.<name>``), the negatives
+  bank (``bank.*``) and, where the weights above are a moving average (``ema_decay``), the trained
+  weights (``trained.*``); its param groups as JSON in the metadata. Only resuming reads it.
 
 The checkpoint is self-contained (no need for the original encoder folder) and no pickle is involved.
 It is refused on another base LLM (hidden size or :func:`base_fingerprint` differ).
@@ -70,12 +71,14 @@ def check_base(meta: dict, llm, where: Path) -> None:
 
 def save_checkpoint(out_dir: Path, networks: RecipeNetworks, optimizer: torch.optim.Optimizer, step: int,
                     seed: int, base: dict, losses: dict | None = None, data: dict | None = None,
-                    extra: dict[str, torch.Tensor] | None = None) -> Path:
+                    extra: dict[str, torch.Tensor] | None = None,
+                    weights: dict[str, torch.Tensor] | None = None) -> Path:
     """Write checkpoint ``step`` under `out_dir` atomically and prune old ones; returns its path.
 
     `data` describes the training data (name, size, hash; see :mod:`wiseedit.recipe.sources`), so that a
     resumed run can refuse other data. `extra`: more training-state tensors (e.g. the negatives bank),
-    given back by :func:`load_training_state`."""
+    given back by :func:`load_training_state`. `weights`: the weights inference is to read, by the
+    networks' parameter names (default: the networks' own; a run with ``ema_decay`` gives its average)."""
     out_dir = Path(out_dir)
     final = out_dir / f"step-{step:08d}"
     meta = {
@@ -90,7 +93,7 @@ def save_checkpoint(out_dir: Path, networks: RecipeNetworks, optimizer: torch.op
         "versions": {p: _version(p) for p in ("wiseedit", "torch", "transformers")},
     }
     with atomic_directory(final, overwrite=True) as tmp:
-        weights = {k: v.detach().cpu().contiguous() for k, v in networks.state_dict().items()}
+        weights = {k: v.detach().cpu().contiguous() for k, v in (weights or networks.state_dict()).items()}
         save_file(weights, tmp / WEIGHTS_FILE, metadata={"format": f"recipe-checkpoint-{CHECKPOINT_FORMAT}"})
         tensors, groups = _optimizer_tensors(optimizer)
         tensors.update(extra or {})

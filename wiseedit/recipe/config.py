@@ -62,6 +62,8 @@ class RecipeConfig:
     margin: float = 1.2             # hinge losses stop where p(wanted) >= margin x p(best other)
     edit_margin: float | None = None  # the edit loss's own margin (None: margin, the paper's one margin);
                                       # higher makes prompts win by more than the training people need
+    ema_decay: float = 0.0          # >0: checkpoints offer the moving average of the weights over steps
+                                    # with this decay (recipe/averaging.py); 0: the last step's (the paper)
     bank_refresh: int = 0           # >0: every training statement's key, refreshed every this many steps,
                                     # joins the negatives (0: the batch's statements only, as the paper)
     checkpoint_every: int = 500     # steps between checkpoints (the official code: 3000)
@@ -71,6 +73,8 @@ class RecipeConfig:
     def __post_init__(self) -> None:
         for name in CHOICES:
             check_choice(name, getattr(self, name))
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise BadInputError(f"ema_decay must be 0 (off) or below 1, got {self.ema_decay}")
 
     def to_dict(self) -> dict:
         return asdict(self)

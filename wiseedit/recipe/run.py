@@ -95,7 +95,7 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
           checkpoint_every: int | None = None, bank_refresh: int | None = None,
           prompt_input: PromptInput | None = None, key_init: KeyInit | None = None,
           encoder_lr: float | None = None, edit_margin: float | None = None, batches: Batches | None = None,
-          resume: bool = True,
+          ema_decay: float | None = None, resume: bool = True,
           device: str = "auto", dtype: str = "auto", progress: TrainProgressFn | None = None,
           log: LogFn | None = None, stdin: TextIO | None = None) -> TrainingRun:
     """Meta-train RECIPE against the frozen base `model` until `steps` steps are done in total.
@@ -110,7 +110,9 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
     ``random`` (the paper) or ``mean`` (as the encoder's mean pooling). `encoder_lr`: the encoder's own
     learning rate (0 freezes it). `edit_margin`: the edit loss's hinge margin (the retrieval losses keep
     the config's ``margin``, 1.2). `batches`: how a step's batch is drawn, ``random`` (the paper),
-    ``lookalike`` or ``lookalike-person`` (:mod:`wiseedit.recipe.batches`). None for `preset`, `encoder`,
+    ``lookalike`` or ``lookalike-person`` (:mod:`wiseedit.recipe.batches`). `ema_decay`: checkpoints
+    offer the moving average of the weights with this decay (:mod:`wiseedit.recipe.averaging`; 0: the
+    last step's weights, as the paper). None for `preset`, `encoder`,
     `batch_size`, `lr`, `seed`, `checkpoint_every`, and the settings above means the checkpoint's value
     when resuming, else the preset's (seed 0). Writes checkpoints to `out` every `checkpoint_every` steps and at the end
     (see the module docstring for resuming). `progress` gets a :class:`TrainProgress` before the first
@@ -126,9 +128,10 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
             raise BadInputError(f"{name} must be at least 1, got {value}")
     if bank_refresh is not None and bank_refresh < 0:
         raise BadInputError(f"bank_refresh must be 0 (off) or a number of steps, got {bank_refresh}")
+    # the config fields given (None: not given)
     training = {"batch_size": batch_size, "lr": lr, "bank_refresh": bank_refresh, "prompt_input": prompt_input,
-                "key_init": key_init, "encoder_lr": encoder_lr,
-                "edit_margin": edit_margin, "batches": batches}  # the config fields given (None: not given)
+                "key_init": key_init, "encoder_lr": encoder_lr, "edit_margin": edit_margin, "batches": batches,
+                "ema_decay": ema_decay}
     for name in CHOICES:
         if training[name] is not None:
             check_choice(name, training[name])
@@ -139,6 +142,8 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
     if edit_margin is not None and not edit_margin >= 1:
         raise BadInputError("edit_margin must be at least 1 (the target's lead over the runner-up), got "
                             f"{edit_margin}")
+    if ema_decay is not None and not 0 <= ema_decay < 1:
+        raise BadInputError(f"ema_decay must be 0 (off) or below 1, got {ema_decay}")
     train_data = (load_train_data(data, stdin=stdin) if isinstance(data, (str, Path))
                   else usable("edits", list(data)))
     resolve_model(model)  # an unknown model is refused before anything else is done
@@ -184,8 +189,9 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
             edit = f", edit margin {config.edit_margin:g}" if config.edit_margin is not None else ""
             alike = {"random": "", "lookalike": ", look-alike batches",
                      "lookalike-person": ", look-alike batches with the subject's other relations"}[config.batches]
+            ema = f", checkpoints average the weights (decay {config.ema_decay:g})" if config.ema_decay else ""
             log(f"starting at step 0: encoder {config.encoder}, d_r {config.d_r}, batch {config.batch_size}, "
-                f"lr {config.lr:g}{enc_lr}, seed {seed}{bank}{reads}{keys}{edit}{alike}")
+                f"lr {config.lr:g}{enc_lr}, seed {seed}{bank}{reads}{keys}{edit}{alike}{ema}")
     if log:
         log(_data_note(train_data))
     start = int(meta["step"]) if meta is not None else 0

@@ -25,6 +25,7 @@ from wiseedit.edits.record import EditRecord
 from wiseedit.errors import BadInputError
 from wiseedit.methods.base import ProgressFn
 from wiseedit.methods.training import frozen
+from wiseedit.recipe.averaging import TRAINED_PREFIX, WeightAverage
 from wiseedit.recipe.bank import NegativesBank
 from wiseedit.recipe.batches import batch_sampler, mixed_seed
 from wiseedit.recipe.checkpoint import (
@@ -91,10 +92,10 @@ def train_recipe(llm, llm_tokenizer, encoder: str | Path | tuple | None, train_e
         networks, start = _initial_networks(llm, encoder, config, out_dir, seed, resume, device)
         optimizer = torch.optim.Adam(_parameter_groups(networks, config), lr=config.lr)
         bank = NegativesBank(items, config.bank_refresh) if config.bank_refresh else None
-        if start:
-            extra = load_training_state(list_checkpoints(out_dir)[-1], optimizer)
-            if bank is not None:
-                bank.load(extra)
+        extra = load_training_state(list_checkpoints(out_dir)[-1], optimizer) if start else {}
+        if bank is not None:
+            bank.load(extra)
+        average = _weight_average(networks, config.ema_decay, extra, start, out_dir)
         _truncate_log(out_dir / LOG_FILE, start)
         networks.train()
         history, last, memo = [], None, {}
@@ -111,6 +112,8 @@ def train_recipe(llm, llm_tokenizer, encoder: str | Path | tuple | None, train_e
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
+            if average is not None:
+                average.update(networks, step + 1)
             record = {"step": step + 1, "loss": total.item(), **{k: v.item() for k, v in losses.items()}}
             history.append(record)
             _append_log(out_dir / LOG_FILE, record)
@@ -120,10 +123,14 @@ def train_recipe(llm, llm_tokenizer, encoder: str | Path | tuple | None, train_e
                 progress(step + 1, steps)
             if (step + 1) % config.checkpoint_every == 0 or step + 1 == steps:
                 last = save_checkpoint(out_dir, networks, optimizer, step + 1, seed, base, record, data,
-                                       extra=bank.state() if bank is not None else None)
+                                       extra=_training_extra(networks, bank, average),
+                                       weights=average.state_dict() if average is not None else None)
         if last is None:  # nothing left to do: the newest checkpoint is the result
             last = list_checkpoints(out_dir)[-1] if start else save_checkpoint(
-                out_dir, networks, optimizer, 0, seed, base, data=data)
+                out_dir, networks, optimizer, 0, seed, base, data=data,
+                extra=_training_extra(networks, None, average))  # the bank has no keys before step 1
+        if average is not None:  # the result is what the checkpoint offers for inference
+            networks.load_state_dict(average.state_dict())
     return TrainResult(networks.eval(), last, start, history)
 
 
@@ -143,6 +150,33 @@ def _initial_networks(llm, encoder, config: RecipeConfig, out_dir: Path, seed: i
     networks = RecipeNetworks(SentenceEncoder(model, tokenizer, config.max_text_tokens), config,
                               llm_hidden_size(llm))
     return networks.to(device), 0
+
+
+def _weight_average(networks: RecipeNetworks, decay: float, extra: dict[str, torch.Tensor], start: int,
+                    out_dir: Path) -> WeightAverage | None:
+    """The moving average of the weights (None when ``decay`` is 0). A resumed run's checkpoint holds the
+    average as its weights, now in `networks`, and the trained weights in its training state (`extra`),
+    which `networks` then takes to train on."""
+    if not decay:
+        return None
+    average = WeightAverage(networks, decay)
+    if start:
+        trained = {k[len(TRAINED_PREFIX):]: v for k, v in extra.items() if k.startswith(TRAINED_PREFIX)}
+        if not trained:
+            raise BadInputError(f"the newest checkpoint in {out_dir} records ema_decay {decay} but its training "
+                                "state holds no trained weights to resume from; pass --restart to start over")
+        networks.load_state_dict(trained)
+    return average
+
+
+def _training_extra(networks: RecipeNetworks, bank: NegativesBank | None,
+                    average: WeightAverage | None) -> dict[str, torch.Tensor]:
+    """The training state beside Adam's: the negatives bank, and the trained weights where the
+    checkpoint's own weights are their average."""
+    extra = bank.state() if bank is not None else {}
+    if average is not None:
+        extra |= {TRAINED_PREFIX + k: v.detach().cpu().contiguous() for k, v in networks.state_dict().items()}
+    return extra
 
 
 def _parameter_groups(networks: RecipeNetworks, config: RecipeConfig) -> list[dict]:

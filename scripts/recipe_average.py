@@ -1,0 +1,59 @@
+"""The mean of the weights of RECIPE checkpoints of one run: what motivated ``--ema-decay``.
+
+    python scripts/recipe_average.py CHECKPOINT CHECKPOINT [...] -o OUT
+
+Writes OUT as a checkpoint that inference reads (``--option checkpoint=OUT``, ``recipe_prompts.py
+OUT``): the mean of the checkpoints' weights, the newest one's metadata (with ``averaged_from`` added)
+and encoder tokenizer. It holds no optimizer state, so training does not resume from it. The checkpoints
+must share their config and base model, as the checkpoints of one run do. docs/recipe.md, "Averaged
+weights", measures such means against the checkpoints themselves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from wiseedit.artifacts.atomic import atomic_directory
+from wiseedit.errors import BadInputError
+from wiseedit.recipe.checkpoint import META_FILE, TOKENIZER_DIR, WEIGHTS_FILE, read_meta, resolve_checkpoint
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoints", nargs="+", help="checkpoints (step-* folders) of one training run")
+    parser.add_argument("-o", "--out", required=True, type=Path)
+    args = parser.parse_args()
+    paths = [resolve_checkpoint(p) for p in args.checkpoints]
+    metas = [read_meta(p) for p in paths]
+    newest = max(range(len(paths)), key=lambda i: metas[i]["step"])
+    for path, meta in zip(paths, metas):
+        if (meta["config"], meta["base"]) != (metas[newest]["config"], metas[newest]["base"]):
+            raise SystemExit(f"{path} has another config or base model than {paths[newest]}: not one run")
+    weights = [load_file(str(p / WEIGHTS_FILE)) for p in paths]
+    mean = {}
+    for name, value in weights[0].items():
+        if value.is_floating_point():  # summed in float64, so the order of the checkpoints does not matter
+            mean[name] = (sum(w[name].double() for w in weights) / len(weights)).to(value.dtype)
+        else:
+            mean[name] = weights[newest][name]
+    meta = dict(metas[newest], averaged_from=[{"path": str(p), "step": m["step"]} for p, m in zip(paths, metas)])
+    with atomic_directory(args.out, overwrite=False) as tmp:
+        save_file(mean, str(tmp / WEIGHTS_FILE), metadata={"format": f"recipe-checkpoint-{meta['format']}"})
+        shutil.copytree(paths[newest] / TOKENIZER_DIR, tmp / TOKENIZER_DIR)
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    steps = ", ".join(str(m["step"]) for m in metas)
+    print(f"{args.out}: the mean of {len(paths)} checkpoints' weights (steps {steps})")
+
+
+if __name__ == "__main__":
+    try:
+        with torch.no_grad():
+            main()
+    except BadInputError as error:
+        raise SystemExit(f"error: {error}") from None
