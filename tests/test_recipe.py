@@ -593,6 +593,32 @@ def test_an_ema_checkpoint_without_its_trained_weights_is_refused_and_left_as_it
     assert {f: f.read_bytes() for f in tmp_path.rglob("*") if f.is_file()} == before
 
 
+def test_average_script_writes_the_mean_of_checkpoints_or_their_trained_weights(gpt2, tmp_path):
+    world, tok = gpt2.world, gpt2.world.tokenizer
+    config = replace(TEST_CONFIG, checkpoint_every=1, keep_checkpoints=0, ema_decay=0.5)
+    train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path / "run", steps=2)
+    first, second = list_checkpoints(tmp_path / "run")
+    script = [sys.executable, str(Path(__file__).resolve().parents[1] / "scripts" / "recipe_average.py")]
+
+    def run(*args):
+        return subprocess.run(script + [str(a) for a in args], capture_output=True, text=True)
+
+    assert run(first, second, "-o", tmp_path / "mean").returncode == 0
+    assert run("--trained", second, "-o", tmp_path / "trained").returncode == 0
+    mean, trained = (load_networks(tmp_path / name)[0].state_dict() for name in ("mean", "trained"))
+    offered = [load_file(str(c / WEIGHTS_FILE)) for c in (first, second)]
+    state = load_file(str(second / TRAINING_FILE))
+    for name, value in offered[1].items():
+        if value.is_floating_point():
+            torch.testing.assert_close(mean[name], (offered[0][name] + value) / 2, msg=name)
+        assert torch.equal(trained[name], state["trained." + name]), name
+    plain = train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], TEST_CONFIG, tmp_path / "plain",
+                         steps=1).checkpoint
+    refused = run("--trained", plain, "-o", tmp_path / "none")
+    assert refused.returncode == 1 and "not trained with --ema-decay" in refused.stderr
+    assert not (tmp_path / "none").exists()
+
+
 @pytest.mark.parametrize("decay", [1.0, -0.1])
 def test_an_ema_decay_outside_0_to_1_is_refused(decay):
     with pytest.raises(BadInputError, match=f"ema_decay must be 0 \\(off\\) or below 1, got {decay}"):
