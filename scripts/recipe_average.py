@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from wiseedit.artifacts.atomic import atomic_directory
 from wiseedit.errors import BadInputError
-from wiseedit.recipe.averaging import TRAINED_PREFIX
+from wiseedit.recipe.averaging import trained_weights
 from wiseedit.recipe.checkpoint import (
     META_FILE,
     TOKENIZER_DIR,
@@ -35,10 +35,11 @@ from wiseedit.recipe.checkpoint import (
 )
 
 
-def trained_weights(path: Path) -> dict:
-    """The trained weights an ``--ema-decay`` checkpoint keeps in its training state."""
-    state = load_file(str(path / TRAINING_FILE))
-    found = {k[len(TRAINED_PREFIX):]: v for k, v in state.items() if k.startswith(TRAINED_PREFIX)}
+def checkpoint_weights(path: Path, trained: bool) -> dict:
+    """The weights checkpoint `path` offers, or with `trained` those its ``--ema-decay`` run trained."""
+    if not trained:
+        return load_file(str(path / WEIGHTS_FILE))
+    found = trained_weights(load_file(str(path / TRAINING_FILE)))
     if not found:
         raise BadInputError(f"{path} keeps no trained weights apart from its own: it was not trained with "
                             "--ema-decay (leave out --trained)")
@@ -57,8 +58,8 @@ def main() -> None:
     newest = max(range(len(paths)), key=lambda i: metas[i]["step"])
     for path, meta in zip(paths, metas):
         if (meta["config"], meta["base"]) != (metas[newest]["config"], metas[newest]["base"]):
-            raise SystemExit(f"{path} has another config or base model than {paths[newest]}: not one run")
-    weights = [trained_weights(p) if args.trained else load_file(str(p / WEIGHTS_FILE)) for p in paths]
+            raise BadInputError(f"{path} has another config or base model than {paths[newest]}: not one run")
+    weights = [checkpoint_weights(p, args.trained) for p in paths]
     mean = {}
     for name, value in weights[0].items():
         if value.is_floating_point():  # summed in float64, so the order of the checkpoints does not matter

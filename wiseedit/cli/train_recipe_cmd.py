@@ -99,9 +99,9 @@ def train_recipe_command(
              "same person). Default: random.")] = None,
     ema_decay: Annotated[Optional[float], typer.Option(
         "--ema-decay", metavar="D", rich_help_panel=TRAINING_PANEL, show_default=False,
-        help="Checkpoints offer the moving average of the weights over training steps with decay D (e.g. "
-             "0.999; training itself goes on with the trained weights). Default: 0, the last step's weights "
-             "(as the paper).")] = None,
+        help="Checkpoints offer the moving average of the weights over training steps with decay D (about "
+             "the last 1/(1-D) steps; e.g. 0.9995; training itself goes on with the trained weights). "
+             "Default: 0, the last step's weights (as the paper).")] = None,
     seed: Annotated[Optional[int], typer.Option(
         "--seed", metavar="S", rich_help_panel=TRAINING_PANEL, show_default=False,
         help="Seed of the initialisation and of the batch order. Default: 0.")] = None,

@@ -22,18 +22,21 @@ import torch
 TRAINED_PREFIX = "trained."
 
 
+def trained_weights(training_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The trained weights kept in a checkpoint's training state, by parameter name (empty when its
+    run did not average)."""
+    return {k[len(TRAINED_PREFIX):]: v for k, v in training_state.items() if k.startswith(TRAINED_PREFIX)}
+
+
 class WeightAverage:
-    """The moving average of `module`'s state (floating tensors; others copied) with decay `decay`.
+    """The moving average of `module`'s state (floating tensors; others copied) with decay `decay`,
+    starting from the module's current state (a resumed run's module holds the average so far)."""
 
-    `average`: a state to continue from (a resumed run's), else the module's current state."""
-
-    def __init__(self, module: torch.nn.Module, decay: float,
-                 average: dict[str, torch.Tensor] | None = None) -> None:
+    def __init__(self, module: torch.nn.Module, decay: float) -> None:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"an average's decay is in [0, 1), got {decay}")
         self.decay = decay
-        source = module.state_dict() if average is None else average
-        self.average = {name: value.detach().clone() for name, value in source.items()}
+        self.average = {name: value.detach().clone() for name, value in module.state_dict().items()}
 
     def decay_at(self, updates: int) -> float:
         """The decay applied by update number `updates` (1 for the first)."""

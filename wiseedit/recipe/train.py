@@ -25,7 +25,7 @@ from wiseedit.edits.record import EditRecord
 from wiseedit.errors import BadInputError
 from wiseedit.methods.base import ProgressFn
 from wiseedit.methods.training import frozen
-from wiseedit.recipe.averaging import TRAINED_PREFIX, WeightAverage
+from wiseedit.recipe.averaging import TRAINED_PREFIX, WeightAverage, trained_weights
 from wiseedit.recipe.bank import NegativesBank
 from wiseedit.recipe.batches import batch_sampler, mixed_seed
 from wiseedit.recipe.checkpoint import (
@@ -161,7 +161,7 @@ def _weight_average(networks: RecipeNetworks, decay: float, extra: dict[str, tor
         return None
     average = WeightAverage(networks, decay)
     if start:
-        trained = {k[len(TRAINED_PREFIX):]: v for k, v in extra.items() if k.startswith(TRAINED_PREFIX)}
+        trained = trained_weights(extra)
         if not trained:
             raise BadInputError(f"the newest checkpoint in {out_dir} records ema_decay {decay} but its training "
                                 "state holds no trained weights to resume from; pass --restart to start over")
