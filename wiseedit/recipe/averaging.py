@@ -29,12 +29,11 @@ def trained_weights(training_state: dict[str, torch.Tensor]) -> dict[str, torch.
 
 
 class WeightAverage:
-    """The moving average of `module`'s state (floating tensors; others copied) with decay `decay`,
-    starting from the module's current state (a resumed run's module holds the average so far)."""
+    """The moving average of `module`'s state (floating tensors; others copied) with decay `decay` in
+    [0, 1) (``RecipeConfig.ema_decay``, checked there), starting from the module's current state (a
+    resumed run's module holds the average so far)."""
 
     def __init__(self, module: torch.nn.Module, decay: float) -> None:
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"an average's decay is in [0, 1), got {decay}")
         self.decay = decay
         self.average = {name: value.detach().clone() for name, value in module.state_dict().items()}
 

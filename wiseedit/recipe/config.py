@@ -73,8 +73,7 @@ class RecipeConfig:
     def __post_init__(self) -> None:
         for name in CHOICES:
             check_choice(name, getattr(self, name))
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise BadInputError(f"ema_decay must be 0 (off) or below 1, got {self.ema_decay}")
+        check_ema_decay(self.ema_decay)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -105,3 +104,9 @@ def check_choice(name: str, value: str) -> None:
     choices = get_args(CHOICES[name])
     if value not in choices:
         raise BadInputError(f"unknown RECIPE {name} {value!r}; choose one of: {', '.join(choices)}")
+
+
+def check_ema_decay(value: float) -> None:
+    """Refuse an ``ema_decay`` outside [0, 1) in one sentence (at 1 the average would never move)."""
+    if not 0.0 <= value < 1.0:
+        raise BadInputError(f"ema_decay must be 0 (off) or below 1, got {value}")

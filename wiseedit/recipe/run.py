@@ -23,7 +23,16 @@ from wiseedit.artifacts.location import check_writable, sanitise_name
 from wiseedit.edits.record import EditRecord
 from wiseedit.errors import BadInputError
 from wiseedit.recipe.checkpoint import check_base, list_checkpoints, read_meta
-from wiseedit.recipe.config import CHOICES, Batches, KeyInit, Preset, PromptInput, RecipeConfig, check_choice
+from wiseedit.recipe.config import (
+    CHOICES,
+    Batches,
+    KeyInit,
+    Preset,
+    PromptInput,
+    RecipeConfig,
+    check_choice,
+    check_ema_decay,
+)
 from wiseedit.recipe.encoder import check_encoder, encoder_name
 from wiseedit.recipe.sources import TrainData, load_train_data, usable
 from wiseedit.recipe.train import LOG_FILE, train_recipe
@@ -142,8 +151,8 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
     if edit_margin is not None and not edit_margin >= 1:
         raise BadInputError("edit_margin must be at least 1 (the target's lead over the runner-up), got "
                             f"{edit_margin}")
-    if ema_decay is not None and not 0 <= ema_decay < 1:
-        raise BadInputError(f"ema_decay must be 0 (off) or below 1, got {ema_decay}")
+    if ema_decay is not None:
+        check_ema_decay(ema_decay)
     train_data = (load_train_data(data, stdin=stdin) if isinstance(data, (str, Path))
                   else usable("edits", list(data)))
     resolve_model(model)  # an unknown model is refused before anything else is done
