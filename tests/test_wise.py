@@ -114,6 +114,14 @@ def test_ties_trims_to_density_of_nonzero_entries():
     assert torch.equal(merged, torch.tensor([[4.0, -3.0, 0.0, 0.0, 0.0, 0.0]]))
 
 
+def test_ties_trim_keeps_its_share_of_entries_saturated_at_the_clamp():
+    # 6 of 8 trained entries sit at the clamp (+-1): the top half is 4 of them, by position; a cut by
+    # value (|d| > the 4th smallest magnitude, 1.0) used to keep none and wipe the shard
+    a = torch.tensor([[1.0, -1.0, 0.5, 1.0, 0.0, -1.0, 1.0, 0.25, 1.0, 0.0]])
+    merged = ties([a], [1.0], density=0.5)
+    assert torch.equal(merged, torch.tensor([[1.0, -1.0, 0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0]]))
+
+
 def test_linear_and_dare():
     a, b = torch.ones(2, 2), 3 * torch.ones(2, 2)
     assert torch.equal(linear([a, b], [0.5, 0.5]), 2 * torch.ones(2, 2))
@@ -261,6 +269,33 @@ def test_shards_are_stored_then_merged(tok):
     method.apply(EDITS[1:2])
     assert len(method.merged) == 1 and not method.pending
     assert method.merged[0].prompts == [EDITS[0].prompt, EDITS[1].prompt]
+
+
+@pytest.mark.parametrize("per_step", [1, 2])
+def test_batch_mode_merges_where_one_edit_per_step_does(tok, per_step):
+    # save_freq 2, merge_freq 3: the merge falls at edit 3, inside a 2-edit group (edits 3-4) that
+    # used to step over it and leave both shards pending
+    method = WiseMethod.create(fresh("llama", tok), tok,
+                               {**FAST, "save_freq": 2, "merge_freq": 3, "edits_per_step": per_step})
+    method.apply(EDITS[:4])
+    assert (len(method.merged), len(method.pending), method.num_edits) == (1, 1, 4)
+    assert method.merged[0].prompts == [e.prompt for e in EDITS[:3]]
+
+
+def test_dare_drops_do_not_line_up_with_the_next_shard_mask(tok):
+    # a DARE merge keeps each entry with probability `density`; the entries of the next shard's mask
+    # that the merged shard trained must be kept at that rate, not always (a shared seed did that)
+    method = WiseMethod.create(fresh("llama", tok), tok, {**FAST, "merge_algorithm": "dare", "save_freq": 1})
+    method._start_shard()
+    shape = method.current.delta.shape
+    trained = shard_mask(method.current.mask_seed, shape, 0.2, "cpu")
+    method.current.delta = trained.float()
+    method.current.prompts.append(EDITS[0].prompt)
+    method.merge_pending()
+    method._start_shard()
+    both = trained & shard_mask(method.current.mask_seed, shape, 0.2, "cpu")
+    kept = (method.merged[0].delta.cpu() != 0)[both].float().mean().item()
+    assert both.sum() > 200 and abs(kept - 0.53) < 0.1
 
 
 def test_retrieve_keeps_one_memory_per_merge(tok):

@@ -87,9 +87,9 @@ class WiseConfig:
             raise BadInputError(problem)
 
 
-#: The "auto" preset, relative to the activation scale S (mean norm of the main memory's output per
-#: token) and the input energy H^2 (mean squared norm of its input): alpha, beta, gamma are multiples
-#: of S, lr is a multiple of S^2/H^2. The ratios alpha:beta:gamma = 5:20:10 are the paper's.
+#: The "auto" preset, relative to the activation scale S (mean norm of the residual stream after the
+#: edited layer) and the input energy H^2 (mean squared norm of the module's input): alpha, beta, gamma
+#: are multiples of S, lr is a multiple of S^2/H^2. The ratios alpha:beta:gamma = 5:20:10 are the paper's.
 AUTO_DEFAULTS = {"pooling": "last", "act_ratio": 0.88, "n_iter": 70, "lr": 1.0, "alpha": 0.25, "beta": 1.0,
                  "gamma": 0.5, "rehearse": 4}
 

@@ -8,6 +8,7 @@ its delta is zero elsewhere and is saved as the masked values alone (``mask_rati
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 
 import torch
@@ -19,6 +20,13 @@ _SHARD_SEED_STRIDE = 1_000_003
 def shard_mask_seed(seed: int, shard_index: int) -> int:
     """The mask seed of shard number `shard_index` of a method seeded with `seed`."""
     return (seed * _SHARD_SEED_STRIDE + shard_index) % (2**63)
+
+
+def merge_seed(seed: int, shards_started: int) -> int:
+    """The seed of DARE's drops in the merge made after `shards_started` shards: a stream of its own,
+    since the same seed as a shard's mask would draw the same numbers and line the next shard's mask up
+    with the entries the merge keeps."""
+    return random.Random(f"{seed}:merge:{shards_started}").getrandbits(63)
 
 
 def shard_mask(seed: int, shape: torch.Size | tuple, ratio: float, device) -> torch.Tensor:

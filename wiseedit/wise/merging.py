@@ -14,17 +14,20 @@ def _trim(delta: torch.Tensor, density: float) -> torch.Tensor:
     """Keep the top `density` fraction of the nonzero entries by magnitude, zero the rest.
 
     Only nonzero entries count: a shard trains a random fraction of the matrix, and trimming must
-    not be decided by the untouched zeros.
+    not be decided by the untouched zeros. Exactly that many are kept, ties broken by position: many
+    entries sit at the same magnitude (the clamp at +- norm_constraint), and a cut by value would keep
+    none of them when they fill the top fraction.
     """
-    nonzero = delta != 0
-    n = int(nonzero.sum())
+    flat = delta.flatten()
+    positions = flat.nonzero().squeeze(1)                                    # (n,)
+    n = positions.numel()
     k = int(round(density * n))
     if k >= n:
         return delta
-    if k == 0:
-        return torch.zeros_like(delta)
-    cutoff = delta.abs()[nonzero].kthvalue(n - k).values  # the (n-k)-th smallest magnitude
-    return torch.where(delta.abs() > cutoff, delta, torch.zeros_like(delta))
+    order = flat[positions].abs().sort(descending=True, stable=True).indices  # (n,) largest first
+    kept = torch.zeros_like(flat)
+    kept[positions[order[:k]]] = flat[positions[order[:k]]]
+    return kept.view_as(delta)
 
 
 def ties(deltas: Sequence[torch.Tensor], weights: Sequence[float], density: float = 0.53) -> torch.Tensor:

@@ -25,7 +25,7 @@ from wiseedit.wise.activation_cache import decoder_layers_of
 from wiseedit.wise.batch import build_batch, build_prompt_batch
 from wiseedit.wise.config import AUTO_DEFAULTS, WiseConfig
 from wiseedit.wise.irrelevant import default_pool, irrelevant_row
-from wiseedit.wise.memory import Memory, shard_mask, shard_mask_seed
+from wiseedit.wise.memory import Memory, merge_seed, shard_mask, shard_mask_seed
 from wiseedit.wise.merging import merge
 from wiseedit.wise.routing import RoutingState, install_routing_hook
 from wiseedit.wise.side_memory import SideMemoryLayer
@@ -105,8 +105,9 @@ class WiseMethod(EditingMethod):
         step = max(1, self.config.edits_per_step)
         done = 0
         while done < len(edits):
-            # a group never straddles a shard boundary
-            room = self.config.save_freq - self.num_edits % self.config.save_freq
+            # a group never straddles a shard boundary or a merge
+            room = min(self.config.save_freq - self.num_edits % self.config.save_freq,
+                       self.config.merge_freq - self.num_edits % self.config.merge_freq)
             group = list(edits[done: done + min(step, room)])
             self._train_group(group)
             done += len(group)
@@ -202,9 +203,9 @@ class WiseMethod(EditingMethod):
         the edited module's input."""
         out: dict = {}
         h = self._module_inputs(batch.input_ids, batch.attention_mask, layer_output=out)
-        rows = batch.prompt_mask[: batch.num_edit_rows]
-        tokens = h[: batch.num_edit_rows][rows]                               # (N, in)
-        hidden = out["hidden"][: batch.num_edit_rows][rows]                    # (N, d)
+        rows = batch.prompt_mask[: batch.num_edit_rows]                        # (B, T) on the input device
+        tokens = h[: batch.num_edit_rows][rows.to(h.device)]                   # (N, in)
+        hidden = out["hidden"][: batch.num_edit_rows][rows.to(out["hidden"].device)]  # (N, d)
         return {"R": hidden.float().norm(dim=-1).mean().item(), "H2": tokens.float().pow(2).sum(-1).mean().item()}
 
     def _measure_center(self) -> torch.Tensor:
@@ -212,7 +213,7 @@ class WiseMethod(EditingMethod):
         device = self.model.get_input_embeddings().weight.device
         enc = build_prompt_batch(self.tokenizer, list(default_pool()), ["{}"])
         h = self._module_inputs(enc.input_ids.to(device), enc.attention_mask.to(device))
-        return h[enc.prompt_mask.to(device)].float().mean(0)
+        return h[enc.prompt_mask.to(h.device)].float().mean(0)
 
     # -- merging ------------------------------------------------------------------------------------
 
@@ -233,7 +234,7 @@ class WiseMethod(EditingMethod):
         else:
             parts, weights = shards, [1.0 / k] * k
         delta = merge(algorithm or cfg.merge_algorithm, [p.delta for p in parts], weights, cfg.density,
-                      seed=shard_mask_seed(cfg.seed, self.num_shards))
+                      seed=merge_seed(cfg.seed, self.num_shards))
         prompts = [p for part in parts for p in part.prompts]
         merged = Memory(delta=delta, min_score=self._min_score(delta, prompts), act_ratio=cfg.act_ratio,
                         kind="merged", prompts=prompts)

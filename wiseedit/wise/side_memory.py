@@ -2,7 +2,9 @@
 
 Routing score (our choice among the two forms wise.md allows): for a row with routing tokens t,
 
-    score = mean_t || (W_side - W_main) (h_t - mu) ||_2      (max over t when there are more than 100)
+    d_t   = || (W_side - W_main) (h_t - mu) ||_2
+    score = d_t at the last routing token                  (pooling "last", the auto preset's default)
+          | mean_t d_t (max over t beyond 100 tokens)      (pooling "mean", the reference's)
 
 i.e. the paper's ``|| A(x) (W' - W) ||`` per token, without the reference code's activation function
 applied to the module output, on inputs centred on `mu`, the module's mean input over neutral text

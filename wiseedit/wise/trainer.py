@@ -8,9 +8,10 @@ Loss = cross-entropy on the target tokens + the routing margin loss on the per-r
 Plain SGD on the delta ``W_side - W_main`` with the shard mask applied to the gradient, the delta
 clamped to +- norm_constraint after every step, early stop when the loss is small and flat.
 
-Scale-free units (the "auto" preset): with S the mean norm of the main memory's output per token and
-H^2 the mean squared norm of its input, the margins are multiples of S, the margin loss is divided by
-S, and the lr is a multiple of S^2 / H^2. An SGD step on a linear layer moves its output on an input h
+Scale-free units (the "auto" preset): with S the mean norm of the residual stream after the edited
+layer (``R`` of ``WiseMethod._measure_scale``, on the first edit's prompt tokens) and H^2 the mean
+squared norm of the edited module's input, the margins are multiples of S, the margin loss is divided
+by S, and the lr is a multiple of S^2 / H^2. An SGD step on a linear layer moves its output on an input h
 by lr * (h . h') * dL/d(out) ~ lr * H^2 / S, so in these units one step moves the output by a fixed
 fraction of S whatever the model's size. Weight decay acts on the delta, so entries outside the mask
 stay exactly zero (the reference decays the whole side matrix).
@@ -83,10 +84,13 @@ class ShardTrainer:
         if cached:  # final hidden states only, the head only where the loss needs it
             hidden = self.model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                                            use_cache=False).last_hidden_state       # (B, T, d)
-            logits = self.model.get_output_embeddings()(hidden[rows, cols - 1])   # (N, V)
+            # indices follow the tensor they index: under device_map the last layer may sit elsewhere
+            logits = self.model.get_output_embeddings()(
+                hidden[rows.to(hidden.device), (cols - 1).to(hidden.device)])     # (N, V)
         else:       # the reference's way: a full forward, every position's logits
-            logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                use_cache=False).logits[rows, cols - 1]
+            full = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                              use_cache=False).logits                              # (B, T, V)
+            logits = full[rows.to(full.device), (cols - 1).to(full.device)]
         return logits, targets.to(logits.device)
 
     def train(self, batch: EditBatch, delta: torch.Tensor, mask: torch.Tensor, hp: Hyper,
