@@ -389,3 +389,45 @@ def test_merge_shards_merges_the_current_shard_then_has_nothing_to_merge(run, mo
     again = run("merge-shards", delta, *CPU)
     assert again.exit_code == 0 and "nothing to merge" in again.stderr
     assert snapshot(delta) == saved
+
+
+@pytest.mark.parametrize("method", ["wise", "grace", "ft-l"])
+def test_a_module_without_a_weight_matrix_is_one_sentence(run, model_dir, edits_file, tmp_path, method):
+    result = run("edit", edits_file, "--model", model_dir, "--method", method, "--module", "model.layers.1.mlp", *CPU)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines()[-1] == (
+        "error: module 'model.layers.1.mlp' is a LlamaMLP, not a layer with a weight matrix (nn.Linear or Conv1D, "
+        "such as an FFN's down_proj); pick one of those")
+    assert not (tmp_path / "llama.wiseedit").exists()
+
+
+def test_saved_files_get_the_mode_the_umask_gives(run, model_dir, edits_file, tmp_path):
+    old = os.umask(0o022)
+    try:
+        assert run("edit", edits_file, "--model", model_dir, "--method", "none", *CPU).exit_code == 0
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "llama.wiseedit").iterdir()}
+    assert modes and set(modes.values()) == {0o644}, modes  # safetensors alone wrote 0600
+
+
+def _wiseedit(*args, cwd):
+    return subprocess.Popen([sys.executable, "-m", "wiseedit.cli.app", *args], cwd=cwd, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(model_dir, tmp_path):
+    process = _wiseedit("load", "--model", str(model_dir), "--json", *CPU, cwd=tmp_path)
+    process.stdout.close()  # as `| head -0` would: the JSON has nowhere to go
+    assert process.wait(timeout=120) == 141
+    assert "error" not in process.stderr.read()
+
+
+def test_sigterm_unwinds_like_ctrl_c(model_dir, edits_file, tmp_path):
+    process = _wiseedit("edit", str(edits_file), "--model", str(model_dir), *CPU, cwd=tmp_path)
+    while "loading model" not in process.stderr.readline():  # the handler is installed by then
+        assert process.poll() is None, "the edit ended before it could be terminated"
+    process.terminate()
+    assert process.wait(timeout=120) == 143
+    assert process.stderr.read().splitlines()[-1] == "error: terminated"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["edits.jsonl", "llama"]  # no delta, no temporary

@@ -62,6 +62,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _new_file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0o666 less the umask (read by setting it back at once)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _temp_sibling(final: Path, suffix: str = "") -> Path:
     return final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
 
@@ -125,8 +132,10 @@ def atomic_directory(final: Path, *, overwrite: bool) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+        mode = _new_file_mode()
         for item in tmp.rglob("*"):
             if item.is_file():
+                os.chmod(item, mode)  # safetensors writes 0600; readers of the folder need what umask grants
                 _fsync_file(item)
         _check_target(final, overwrite)  # it may have appeared while we were writing
         _swap_in(tmp, final)

@@ -13,7 +13,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from wiseedit.errors import BadInputError
-from wiseedit.models.modules import get_module
+from wiseedit.models.modules import get_weight_module
 from wiseedit.methods.training import frozen  # noqa: F401  (re-exported for the baselines)
 from wiseedit.models.presets import edited_module_path
 
@@ -23,7 +23,7 @@ def resolve_module(model: nn.Module, module: str | None = None, layer: int | Non
     """The edited module's dotted path and the module itself. By default the architecture's FFN value
     module at ~80% depth (the one WISE edits); `layer` picks another layer, `module` any path."""
     path = edited_module_path(model.config, layer=layer, module=module)
-    return path, get_module(model, path)
+    return path, get_weight_module(model, path)
 
 
 @dataclass(frozen=True)

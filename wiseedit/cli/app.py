@@ -4,11 +4,13 @@ failure, 130 interrupted (see :func:`wiseedit.cli.common.reports_errors`)."""
 
 from __future__ import annotations
 
+import signal
 from typing import Annotated, Optional
 
 import typer
 
 from wiseedit.cli import edit_cmd, eval_cmd, export_cmd, load_cmd, merge_cmd, train_recipe_cmd
+from wiseedit.cli.common import raise_terminated
 
 EDITING_PANEL = "Editing"
 EVALUATING_PANEL = "Evaluating"
@@ -65,7 +67,8 @@ app = build_app()
 
 
 def main() -> None:
-    """Console-script entry point (``wiseedit = "wiseedit.cli.app:main"``)."""
+    """Console-script entry point (``wiseedit = "wiseedit.cli.app:main"``): SIGTERM unwinds like Ctrl-C."""
+    signal.signal(signal.SIGTERM, raise_terminated)
     app()
 
 

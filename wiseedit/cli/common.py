@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import traceback
 from typing import Annotated, Any, Callable, Literal, Optional, TypeVar
@@ -23,6 +24,18 @@ DTypeChoice = Literal["auto", "float32", "bfloat16", "float16"]
 
 EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a Unix tool killed by it
+EXIT_TERMINATED = 143   # 128 + SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised by :func:`raise_terminated`, the SIGTERM handler the console entry point installs: a
+    cancelled CI job or ``docker stop`` unwinds like Ctrl-C, so temporary folders are removed and nothing
+    saved is touched."""
+
+
+def raise_terminated(signum, frame) -> None:
+    raise Terminated()
 
 MODEL_PANEL = "Model"
 OUTPUT_PANEL = "Output"
@@ -54,8 +67,10 @@ def reports_errors(command: F) -> F:
 
     WiseEditError: ``error: <message>`` (one line per problem of an InputProblems) and its exit code
     (2 bad input, 1 failed check, 3 otherwise); an OSError (the filesystem refused): ``error: <file>:
-    <reason>``, exit 3; anything else: one ``internal error`` line and exit 3; Ctrl-C: exit 130. With
-    ``--debug`` (the command's `debug` argument) the traceback comes first.
+    <reason>``, exit 3; anything else: one ``internal error`` line and exit 3; Ctrl-C: exit 130; SIGTERM
+    (with the entry point's handler): exit 143; the reader of stdout gone (``| head``): no message, exit
+    141 (what was to be saved is saved by then). With ``--debug`` (the command's `debug` argument) the
+    traceback comes first.
     Typer's own exits and usage errors (exit 2) pass through untouched.
     """
 
@@ -68,8 +83,13 @@ def reports_errors(command: F) -> F:
             raise
         except WiseEditError as error:
             _report(debug, _lines(error), error.exit_code)
+        except Terminated:
+            _report(debug, ["error: terminated"], EXIT_TERMINATED)
         except KeyboardInterrupt:
             _report(debug, ["error: interrupted"], EXIT_INTERRUPTED)
+        except BrokenPipeError:
+            _silence_stdout()
+            raise typer.Exit(EXIT_BROKEN_PIPE) from None
         except OSError as error:  # the filesystem refused (full disk, permissions): not a bug, same exit
             where = f"{error.filename}: " if error.filename else ""
             _report(debug, [f"error: {where}{error.strerror or _first_line(error)}"], EXIT_INTERNAL)
@@ -79,6 +99,17 @@ def reports_errors(command: F) -> F:
             _report(debug, [f"internal error: {what}{hint}"], EXIT_INTERNAL)
 
     return run  # type: ignore[return-value]
+
+
+def _silence_stdout() -> None:
+    """Point stdout's descriptor at /dev/null, so that the interpreter's last flush does not fail again."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (a test runner's capture)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def _lines(error: WiseEditError) -> list[str]:

@@ -19,7 +19,7 @@ import torch
 
 from wiseedit.edits.record import EditRecord
 from wiseedit.methods.base import EditingMethod, MethodState, ProgressFn
-from wiseedit.models.modules import get_module, set_module
+from wiseedit.models.modules import get_weight_module, set_module
 from wiseedit.models.presets import edited_module_path, preset_for
 from wiseedit.wise.activation_cache import decoder_layers_of
 from wiseedit.wise.batch import build_batch, build_prompt_batch
@@ -55,7 +55,7 @@ class WiseMethod(EditingMethod):
         self.current: Memory | None = None
         self.routing = RoutingState()
         self._input_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # prompt -> inputs, mask
-        base = get_module(model, module_path)
+        base = get_weight_module(model, module_path)
         self.layer = SideMemoryLayer(base, self.routing)
         self.layer.pooling = config.pooling or "mean"  # deltas saved before the option: mean
         set_module(model, module_path, self.layer)
