@@ -1,6 +1,7 @@
 """The ``wiseedit`` command: one Typer app, one module per subcommand, each a thin wrapper over the
 library (:mod:`wiseedit.api`). Exit codes: 0 ok, 1 a failed check, 2 bad usage or input, 3 a runtime
-failure, 130 interrupted (see :func:`wiseedit.cli.common.reports_errors`)."""
+failure, 130 interrupted, 141 stdout's reader gone, 143 terminated (see
+:func:`wiseedit.cli.common.reports_errors`)."""
 
 from __future__ import annotations
 
