@@ -27,9 +27,9 @@ from wiseedit.export.exporter import export_model
 from wiseedit.export.measure import ExportMetrics, Figures, neutral_probes, probes_from_log
 from wiseedit.export.merged import LocalityTooLow, merged_weight
 from wiseedit.models import get_module
+from wiseedit.models.modules import is_conv1d
 from wiseedit.testing.tiny import tiny_model, tiny_tokenizer
 from wiseedit.wise.merging import ties
-from wiseedit.wise.side_memory import is_transposed
 
 FAST = {"n_iter": 10, "num_templates": 2}
 EDITS = [
@@ -100,7 +100,7 @@ def reference_merged(base_dir: Path, result, tokenizer):
     method.detach()
     module = get_module(edited.model, method.module_path)
     with torch.no_grad():
-        module.weight += delta.t() if is_transposed(module) else delta
+        module.weight += delta.t() if is_conv1d(module) else delta
     return edited.model
 
 

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.pytorch_utils import Conv1D
 
 from wiseedit.errors import BadInputError
 from wiseedit.models.modules import get_weight_module
@@ -58,11 +57,6 @@ def target_hits(logits: torch.Tensor, edit: EncodedEdit) -> torch.Tensor:
     return logits[0, edit.prompt_len - 1 : -1].argmax(-1) == edit.target_ids
 
 
-
-
-def is_conv1d(module: nn.Module) -> bool:
-    """transformers' GPT-2 Conv1D stores its weight transposed: (in_features, out_features)."""
-    return isinstance(module, Conv1D)
 
 
 @dataclass(frozen=True)

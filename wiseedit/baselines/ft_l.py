@@ -26,11 +26,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from wiseedit.baselines.common import (
-    check_config_options, encode_edit, frozen, is_conv1d, resolve_module, target_nll,
+    check_config_options, encode_edit, frozen, resolve_module, target_nll,
 )
 from wiseedit.edits.record import EditRecord
 from wiseedit.methods.base import EditingMethod, MethodState, ProgressFn
 from wiseedit.methods.option_checks import number_problem, placement_problem, whole_number_problem
+from wiseedit.models.modules import is_conv1d
 
 
 @dataclass

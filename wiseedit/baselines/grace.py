@@ -39,13 +39,14 @@ import torch
 from torch import nn
 
 from wiseedit.baselines.common import (
-    CallTracker, check_config_options, encode_edit, frozen, is_conv1d, last_true, resolve_module, target_hits,
+    CallTracker, check_config_options, encode_edit, frozen, last_true, resolve_module, target_hits,
     target_nll,
 )
 from wiseedit.baselines.grace_codebook import GraceCodebook
 from wiseedit.edits.record import EditRecord
 from wiseedit.methods.base import EditingMethod, MethodState, ProgressFn
 from wiseedit.methods.option_checks import choice_problem, number_problem, placement_problem, whole_number_problem
+from wiseedit.models.modules import is_conv1d
 
 
 @dataclass

@@ -12,8 +12,8 @@ from torch import nn
 
 from wiseedit.errors import BadInputError, CheckFailed, WiseEditError
 from wiseedit.export.measure import ExportMetrics
+from wiseedit.models.modules import is_conv1d
 from wiseedit.wise.merging import merge
-from wiseedit.wise.side_memory import is_transposed
 
 #: Methods whose delta can be merged into the weights.
 MERGEABLE = ("wise", "wise-retrieve")
@@ -66,7 +66,7 @@ def merged_weight(module: nn.Module, delta: torch.Tensor) -> torch.Tensor:
     WiseEditError if the result holds NaN or inf (peft's ``safe_merge`` habit: check before replacing).
     """
     weight = module.weight.detach()
-    oriented = delta.t() if is_transposed(module) else delta                   # weight's layout
+    oriented = delta.t() if is_conv1d(module) else delta                   # weight's layout
     if tuple(oriented.shape) != tuple(weight.shape):
         raise WiseEditError(f"the merged delta has shape {tuple(delta.shape)}, which does not fit the "
                             f"edited module's weight {tuple(weight.shape)}")

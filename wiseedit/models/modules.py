@@ -30,11 +30,16 @@ def get_module(model: nn.Module, path: str) -> nn.Module:
         raise BadInputError(_missing_message(model, path)) from None
 
 
+def is_conv1d(module: nn.Module) -> bool:
+    """True for GPT-2-style ``Conv1D``, whose weight is stored transposed: (in_features, out_features)."""
+    return type(module).__name__ == "Conv1D"
+
+
 def get_weight_module(model: nn.Module, path: str) -> nn.Module:
     """The submodule at `path`, refused (BadInputError) unless it holds a weight matrix as an
     ``nn.Linear`` or GPT-2's ``Conv1D`` does: what WISE, GRACE and FT-L edit."""
     module = get_module(model, path)
-    if not (isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"):
+    if not (isinstance(module, nn.Linear) or is_conv1d(module)):
         kind = type(module).__name__
         raise BadInputError(f"module '{normalize_path(path)}' is a {kind}, not a layer with a weight matrix "
                             f"(nn.Linear or Conv1D, such as an FFN's down_proj); pick one of those")

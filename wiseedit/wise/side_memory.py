@@ -28,15 +28,11 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from wiseedit.models.modules import is_conv1d
 from wiseedit.wise.memory import Memory
 from wiseedit.wise.routing import RoutingState
 
 LONG_SEQUENCE = 100  # routing tokens beyond which the max, not the mean, of the distances is the score
-
-
-def is_transposed(module: nn.Module) -> bool:
-    """True for GPT-2-style Conv1D, whose weight is stored (in, out)."""
-    return type(module).__name__ == "Conv1D"
 
 
 def routing_scores(delta_out: torch.Tensor, token_mask: torch.Tensor | None, pooling: str = "mean") -> torch.Tensor:
@@ -71,7 +67,7 @@ class SideMemoryLayer(nn.Module):
     def main_weight(self) -> torch.Tensor:
         """The main memory as (out, in), a view of the base module's weight."""
         w = self.base.weight
-        return w.t() if is_transposed(self.base) else w
+        return w.t() if is_conv1d(self.base) else w
 
     def delta_out(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """(W_side - W_main) x for inputs x (..., in), computed in float32 -> (..., out) float32."""

@@ -81,16 +81,18 @@ class ShardTrainer:
         """Logits (N, V) at the positions that predict the N target tokens, and those tokens."""
         rows, cols = (batch.labels != -100).nonzero(as_tuple=True)
         targets = batch.labels[rows, cols]
+
+        def before_targets(t: torch.Tensor) -> torch.Tensor:  # (B, T, ...) -> (N, ...)
+            # indices follow the tensor they index: under device_map the last layer may sit elsewhere
+            return t[rows.to(t.device), (cols - 1).to(t.device)]
+
         if cached:  # final hidden states only, the head only where the loss needs it
             hidden = self.model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                                            use_cache=False).last_hidden_state       # (B, T, d)
-            # indices follow the tensor they index: under device_map the last layer may sit elsewhere
-            logits = self.model.get_output_embeddings()(
-                hidden[rows.to(hidden.device), (cols - 1).to(hidden.device)])     # (N, V)
+            logits = self.model.get_output_embeddings()(before_targets(hidden))  # (N, V)
         else:       # the reference's way: a full forward, every position's logits
-            full = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                              use_cache=False).logits                              # (B, T, V)
-            logits = full[rows.to(full.device), (cols - 1).to(full.device)]
+            logits = before_targets(self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                               use_cache=False).logits)
         return logits, targets.to(logits.device)
 
     def train(self, batch: EditBatch, delta: torch.Tensor, mask: torch.Tensor, hp: Hyper,
