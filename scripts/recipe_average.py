@@ -24,15 +24,15 @@ from safetensors.torch import load_file, save_file
 
 from wiseedit.artifacts.atomic import atomic_directory
 from wiseedit.errors import BadInputError
-from wiseedit.recipe.averaging import trained_weights
 from wiseedit.recipe.checkpoint import (
     META_FILE,
     TOKENIZER_DIR,
-    TRAINING_FILE,
     WEIGHTS_FILE,
     read_meta,
     resolve_checkpoint,
 )
+from wiseedit.recipe.training.averaging import trained_weights
+from wiseedit.recipe.training.checkpoint import TRAINING_FILE
 
 
 def checkpoint_weights(path: Path, trained: bool) -> dict:
