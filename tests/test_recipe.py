@@ -29,7 +29,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import BertConfig, BertModel
 
@@ -45,7 +44,7 @@ from wiseedit.recipe.encoder import SentenceEncoder, pool
 from wiseedit.recipe.method import RecipeMethod
 from wiseedit.recipe.networks import RecipeNetworks
 from wiseedit.recipe.store import KnowledgeStore
-from wiseedit.recipe.training.checkpoint import TRAINING_FILE
+from wiseedit.recipe.training.checkpoint import TRAINING_FILE, training_tensors
 from wiseedit.recipe.training.data import TrainItem
 from wiseedit.recipe.training.loop import meta_train
 from wiseedit.testing.tiny import tiny_model
@@ -561,7 +560,7 @@ def test_ema_checkpoints_offer_the_average_of_the_trained_weights(gpt2, tmp_path
     # training itself is the same run: same losses, same trained weights kept for resuming
     assert [h["loss"] for h in averaged.history] == [h["loss"] for h in trained.history]
     steps = [load_file(str(c / WEIGHTS_FILE)) for c in list_checkpoints(tmp_path / "a")]  # w_1, w_2, w_3
-    state = load_file(str(averaged.checkpoint / TRAINING_FILE))
+    state, _ = training_tensors(averaged.checkpoint)
     for name, value in steps[-1].items():
         assert torch.equal(state["trained." + name], value), name
     # the checkpoint's weights: sum_s decay^(3-s) w_s / sum_s decay^(3-s), the initial weights left out
@@ -586,10 +585,9 @@ def test_an_ema_checkpoint_without_its_trained_weights_is_refused_and_left_as_it
     config = replace(TEST_CONFIG, ema_decay=0.9)
     meta_train(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path, steps=2)
     state_file = list_checkpoints(tmp_path)[-1] / TRAINING_FILE
-    state = load_file(str(state_file))
-    with safe_open(str(state_file), framework="pt") as handle:  # keep the param groups in the metadata
-        metadata = handle.metadata()
-    save_file({k: v for k, v in state.items() if not k.startswith("trained.")}, str(state_file), metadata)
+    state, groups = training_tensors(state_file.parent)  # written back whole, as before compaction
+    save_file({k: v for k, v in state.items() if not k.startswith("trained.")}, str(state_file),
+              {"param_groups": json.dumps(groups)})
     before = {f: f.read_bytes() for f in tmp_path.rglob("*") if f.is_file()}
     with pytest.raises(BadInputError, match="records ema_decay 0.9 but its training state holds no trained"):
         meta_train(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path, steps=4)
@@ -610,7 +608,7 @@ def test_average_script_writes_the_mean_of_checkpoints_or_their_trained_weights(
     assert run("--trained", second, "-o", tmp_path / "trained").returncode == 0
     mean, trained = (load_networks(tmp_path / name)[0].state_dict() for name in ("mean", "trained"))
     offered = [load_file(str(c / WEIGHTS_FILE)) for c in (first, second)]
-    state = load_file(str(second / TRAINING_FILE))
+    state, _ = training_tensors(second)
     for name, value in offered[1].items():
         if value.is_floating_point():
             torch.testing.assert_close(mean[name], (offered[0][name] + value) / 2, msg=name)
@@ -620,6 +618,8 @@ def test_average_script_writes_the_mean_of_checkpoints_or_their_trained_weights(
     refused = run("--trained", plain, "-o", tmp_path / "none")
     assert refused.returncode == 1 and "not trained with --ema-decay" in refused.stderr
     assert not (tmp_path / "none").exists()
+    refused = run("--trained", first, "-o", tmp_path / "older")  # only the newest keeps its training state
+    assert refused.returncode == 1 and "holds no training state" in refused.stderr
 
 
 @pytest.mark.parametrize("decay", [1.0, -0.1])
