@@ -11,7 +11,7 @@ tensors keep only the rows that differ from zero, or for ``trained.*`` from the 
 
 Only the newest checkpoint of a training folder keeps its training state: resuming reads no other, so
 once a checkpoint is written whole, the older ones lose theirs and keep what editing needs (on the
-world model with the default settings, 101 MB each instead of 303 MB; docs/recipe.md). Checkpoints
+world model with the default settings, 104 MB each instead of 418 MB; docs/recipe.md). Checkpoints
 written before this keep theirs and still load and resume.
 """
 
