@@ -57,6 +57,10 @@ DTypeOpt = Annotated[DTypeChoice, typer.Option(
 JsonOpt = Annotated[bool, typer.Option(
     "--json", rich_help_panel=OUTPUT_PANEL,
     help="Print one JSON document on stdout; progress, logs and tables go to stderr.")]
+ChatTemplateOpt = Annotated[Optional[str], typer.Option(
+    "--chat-template", metavar="auto|none", rich_help_panel=MODEL_PANEL, show_default=False,
+    help="auto: put each prompt to the model as a user message through the tokenizer's chat template, "
+         "when it has one (instruct models); none: raw text. Default: auto (with --delta, the delta's own).")]
 DebugOpt = Annotated[bool, typer.Option(
     "--debug", rich_help_panel=OUTPUT_PANEL, help="Show the Python traceback of an error.")]
 
