@@ -198,3 +198,35 @@ def test_record_native_json_omits_absent_kinds():
                         portability=(PortabilityProbe("q", "b", "Reasoning"),))
     assert record.to_json()["locality"] == [{"prompt": "l", "answer": "a"}]
     assert record.to_json()["portability"] == [{"prompt": "q", "answer": "b", "kind": "Reasoning"}]
+
+
+def test_eval_reports_locality_and_portability_per_kind(saved_tiny_models, tmp_path):
+    """A KnowEdit file evaluates with Loc and Port (they were "—": the probes were dropped), and per kind."""
+    from wiseedit.cli.eval_output import eval_table
+    from wiseedit.evaluation.runner import EvalConfig, evaluate
+
+    rng = random.Random(5)
+    rows = [knowedit_record(rng, i, "zsre")[0] for i in range(4)]
+    for row in rows:  # every kind present at least once
+        row["portability"].setdefault("Reasoning", []).append({"prompt": "Bob plays the", "ground_truth": "violin"})
+        row["locality"].setdefault("Forgetfulness", []).append({"prompt": "Alice works", "ground_truth": ["as"]})
+    path = tmp_path / "ZsRE-test-all.json"
+    path.write_text(json.dumps(rows, indent=2))
+    report = evaluate(str(saved_tiny_models[0]), EvalConfig(suite=str(path), methods=("grace",), T=(2,)), device="cpu")
+    [row] = report.rows()
+    assert row["loc"] is not None and row["port"] is not None
+    by_kind = report.document["metrics"]["grace"]["2"]["by_kind"]
+    for figure in ("port", "loc"):
+        kinds = {k for s in report.samples for k in s[f"{figure}_kind"]}
+        assert {key for key in by_kind if key.startswith(figure)} == {f"{figure}:{k}" for k in kinds}
+        for kind in kinds:
+            per_block = []
+            for block in (0, 1):
+                values = [v for s in report.samples if s["block"] == block
+                          for v, k in zip(s[figure], s[f"{figure}_kind"]) if k == kind]
+                if values:
+                    per_block.append(sum(values) / len(values))
+            assert by_kind[f"{figure}:{kind}"] == pytest.approx(sum(per_block) / len(per_block), abs=1e-6)
+            assert row[f"{figure}:{kind}"] == by_kind[f"{figure}:{kind}"]
+    table = eval_table(report.rows(), "t")
+    assert "Port Reasoning" in [c.header for c in table.columns]
