@@ -247,7 +247,8 @@ def _check_new_ids(records: Sequence[EditRecord], previous: Delta) -> None:
     row of RECIPE's store, which removes and replaces by id), so a repeat would make it ambiguous."""
     held = {entry.get("id") for entry in previous.edits_log}
     problems = [f"{r.source or 'edit'}: id: {r.id!r} is already an edit of {previous.path}; give this edit "
-                "an id of its own (an edit without an id is named <file name>:<line>)"
+                "an id of its own (an edit without an id is named <file name>:<line>, or <file name>:<n> for the "
+                "n-th record of a JSON array)"
                 for r in records if r.id in held]
     if problems:
         raise InputProblems(problems)
