@@ -104,3 +104,22 @@ def test_eval_through_the_template_records_it(saved_tiny_models, tmp_path):
     raw = evaluate(str(folder), EvalConfig(suite=str(suite), methods=("none",), T=(2,), chat_template="none"),
                    device="cpu")
     assert raw.document["model"]["chat_template"] is None and raw.document["config"]["chat_template"] == "none"
+
+
+def test_eval_delta_and_cli_load_use_the_delta_template(saved_tiny_models, tmp_path):
+    from typer.testing import CliRunner
+
+    from wiseedit.cli.app import app
+    from wiseedit.evaluation.audit import evaluate_delta
+
+    folder = with_template(saved_tiny_models[0], tmp_path / "chat", TEMPLATES["inst"])
+    wiseedit.edit(str(folder), EDITS, method="grace", out=tmp_path / "d", device="cpu")
+    report = evaluate_delta(tmp_path / "d", device="cpu")
+    assert report.rows()[0]["rel"] == 1.0 and report.document["model"]["chat_template"] == TEMPLATES["inst"]
+    assert report.document["config"]["chat_template"] == "auto"
+    result = CliRunner().invoke(app, ["load", "--delta", str(tmp_path / "d"), "-p", EDITS[1].prompt,
+                                      "--max-new-tokens", "1", "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["generations"][0]["output"].strip() == EDITS[1].target
+    assert document["chat_template"] == {"mode": "auto", "template": TEMPLATES["inst"]}
