@@ -112,10 +112,10 @@ def test_sanitation_object(tmp_path, keys, n_edits, n_loc):
 
 def test_sanitation_locality_problem_is_located(tmp_path):
     path = tmp_path / "s.json"
-    path.write_text('{"success": [{"question": "q", "target_new": "t"}],\n"locality": [\n{"ground_truth": "a"}]}')
+    path.write_text('{"success": [{"question": "q", "target_new": ""}],\n"locality": [\n{"ground_truth": "a"}]}')
     with pytest.raises(InputProblems) as info:
         read_edits(path)
-    assert info.value.problems == [f"{path}:3: question: missing"]
+    assert info.value.problems == [f"{path}:1: target_new: empty string", f"{path}:3: question: missing"]
 
 
 @pytest.mark.parametrize("count", [1, 800])

@@ -130,11 +130,20 @@ def knowedit(obj: dict, c: Checker) -> _Converted:
 KNOWEDIT_EXTRAS = frozenset({"ground_truth", "cond", "case_id"})
 
 
-def sanitation_edit(item: dict) -> dict:
-    """A Sanitation edit item as a native record (question -> prompt, target_new -> target; the rest,
-    ground_truth included, stays as it is)."""
-    renamed = {"question": "prompt", "target_new": "target"}
-    return {renamed.get(k, k): v for k, v in item.items()}
+def is_sanitation(obj: dict) -> bool:
+    """A Sanitation edit item: a ``question`` (not a ``prompt``) to answer with ``target_new``."""
+    return "question" in obj and "prompt" not in obj
+
+
+def sanitation(obj: dict, c: Checker) -> _Converted:
+    """A Sanitation edit item: question -> target_new (its old ``ground_truth`` stays in `extra`)."""
+    fields = dict(prompt=c.field(obj, "question", required=True), target=c.field(obj, "target_new", required=True),
+                  subject=c.field(obj, "subject"))
+    return fields, {"id", "question", "target_new", "subject"}
+
+
+#: Fields of a Sanitation item kept in `extra` without a warning.
+SANITATION_EXTRAS = frozenset({"ground_truth"})
 
 
 def sanitation_probe(item: Any, where: str, problems: list[str]) -> LocalityProbe | None:

@@ -19,7 +19,8 @@ The layout is detected per record from its fields (files are sometimes concatena
   (neighbourhood subjects share the case's original object, which the edit must not move).
 - KnowEdit (EasyEdit's benchmark: ZsRE, WikiData_counterfact, WikiData_recent, WikiBio): see
   :mod:`wiseedit.edits.knowedit`; its ``locality`` / ``portability`` objects of probe lists by kind
-  are what tell it from the flattened CounterFact layout.
+  are what tell it from the flattened CounterFact layout; Sanitation's items (``question``,
+  ``target_new``) too.
 
 Every field not consumed is kept in ``EditRecord.extra`` (e.g. ZsRE ``answers``, CounterFact
 ``ground_truth`` and ``case_id``). Fields a layout neither reads nor is known to carry (a typo such as
@@ -167,6 +168,8 @@ def _layout(obj: dict) -> Callable[[dict, Checker], _Converted] | None:
         return _native
     if knowedit.is_knowedit(obj):
         return knowedit.knowedit
+    if knowedit.is_sanitation(obj):
+        return knowedit.sanitation
     if "target_new" in obj or ("prompt" in obj and any(k in obj for k in _COUNTERFACT_MARKS)):
         return _counterfact
     if "src" in obj or "alt" in obj:
@@ -185,6 +188,7 @@ _KNOWN_EXTRAS = {
                              "locality_ground_truth", "target_true", "pararel_idx"}),
     _rome: frozenset({"case_id", "pararel_idx", "requested_rewrite", "attribute_prompts", "generation_prompts"}),
     knowedit.knowedit: knowedit.KNOWEDIT_EXTRAS,
+    knowedit.sanitation: knowedit.SANITATION_EXTRAS,
 }
 
 

@@ -23,7 +23,7 @@ from typing import Any, TextIO
 import wiseedit.edits.knowedit as knowedit
 from wiseedit.edits.checker import ID_KEYS, json_kind
 from wiseedit.edits.layouts import to_edit_record
-from wiseedit.edits.record import EditRecord
+from wiseedit.edits.record import EditRecord, LocalityProbe
 from wiseedit.errors import BadInputError, EditFileWarning, InputProblems
 
 STDIN_NAME = "<stdin>"
@@ -79,10 +79,11 @@ def read_edits(source: str | Path, *, stdin: TextIO | None = None) -> list[EditR
         records.append(record)
     if not entries and not problems:
         problems.append(f"{name}:1: edits: no edits found")
+    probes = [knowedit.sanitation_probe(item, f"{name}:{line}", problems) for line, item in locality]
     if problems:
         raise InputProblems(problems)
-    if locality:
-        records = _with_locality(records, locality, name)
+    if probes:
+        records = _with_locality(records, probes)
     if unknown_at:
         warnings.warn(_unknown_message(name, unknown_at), EditFileWarning, stacklevel=2)
     return records
@@ -95,16 +96,11 @@ def _unknown_message(name: str, unknown_at: dict[str, int]) -> str:
             "ignored; check their spelling")
 
 
-def _with_locality(records: list[EditRecord], items: list[tuple[int, Any]], name: str) -> list[EditRecord]:
+def _with_locality(records: list[EditRecord], probes: list[LocalityProbe]) -> list[EditRecord]:
     """Sanitation: locality question j becomes a probe of edit ``j % len(records)``."""
-    problems: list[str] = []
-    extra: list[list] = [[] for _ in records]
-    for j, (line, item) in enumerate(items):
-        probe = knowedit.sanitation_probe(item, f"{name}:{line}", problems)
-        if probe is not None:
-            extra[j % len(records)].append(probe)
-    if problems:
-        raise InputProblems(problems)
+    extra: list[list[LocalityProbe]] = [[] for _ in records]
+    for j, probe in enumerate(probes):
+        extra[j % len(records)].append(probe)
     return [replace(r, locality=r.locality + tuple(more)) if more else r for r, more in zip(records, extra)]
 
 
@@ -217,8 +213,8 @@ def _array_items(text: str, start: int, name: str, problems: list[str]) -> tuple
 
 def _parse_sanitation(text: str, start: int, lists: tuple[str, str], name: str,
                       problems: list[str]) -> tuple[list[tuple[int, Any]], list[tuple[int, Any]]]:
-    """KnowEdit's Sanitation object (valid JSON: checked by the caller): its edits, as native records,
-    and its locality questions, each with the line where it starts."""
+    """KnowEdit's Sanitation object (valid JSON: checked by the caller): its edit items and its locality
+    questions, each with the line where it starts."""
     decoder = json.JSONDecoder()
     found: dict[str, list[tuple[int, Any]]] = {}
     pos = _WHITESPACE.match(text, start + 1).end()
@@ -232,9 +228,7 @@ def _parse_sanitation(text: str, start: int, lists: tuple[str, str], name: str,
         pos = _WHITESPACE.match(text, pos).end()
         if text.startswith(",", pos):
             pos = _WHITESPACE.match(text, pos + 1).end()
-    edits = [(line, knowedit.sanitation_edit(item) if isinstance(item, dict) else item)
-             for line, item in found.get(lists[0], [])]
-    return edits, found.get(lists[1], [])
+    return found.get(lists[0], []), found.get(lists[1], [])
 
 
 def _syntax_error(text: str, pos: int, msg: str, name: str) -> str:
