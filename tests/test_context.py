@@ -82,7 +82,8 @@ def test_the_limit_counts_prompt_answer_and_reserve(folders, tmp_path, extra, fi
 
 def test_cli_exit_2_names_file_and_line(folders, tmp_path):
     path = tmp_path / "edits.jsonl"
-    path.write_text(json.dumps({"prompt": "ok", "target": "x"}) + "\n" + json.dumps({"prompt": words(400), "target": "the"}) + "\n")
+    records = [{"prompt": "ok", "target": "x"}, {"prompt": words(400), "target": "the"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
     result = CliRunner().invoke(app, ["edit", str(path), "--model", str(folders["gpt2"]), "--method", "none",
                                       "--device", "cpu", "--out", str(tmp_path / "d")])
     assert result.exit_code == 2, result.stderr
@@ -92,8 +93,8 @@ def test_cli_exit_2_names_file_and_line(folders, tmp_path):
 
 def test_eval_refuses_before_loading(folders, tmp_path, monkeypatch):
     path = tmp_path / "suite.jsonl"
-    path.write_text(json.dumps({"prompt": "ok", "target": "x", "portability": [{"prompt": words(1100), "answer": "the"}]})
-                    + "\n")
+    record = {"prompt": "ok", "target": "x", "portability": [{"prompt": words(1100), "answer": "the"}]}
+    path.write_text(json.dumps(record) + "\n")
     monkeypatch.setattr(runner, "load_base", no_loading)
     tokens = count(folders["llama"], words(1100))
     with pytest.raises(InputProblems, match=rf":1: portability\[0\].prompt: {tokens} tokens"):

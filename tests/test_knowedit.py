@@ -151,8 +151,8 @@ def test_unknown_fields_get_one_warning_per_file_naming_them(tmp_path):
      "locality_prompt": "l", "locality_ground_truth": "la"},
     {"prompt": "p", "target_new": "t", "subject": "s", "ood_rephrase": "o", "locality_prompt": "l",
      "locality_ground_truth": ""},
-    {"case_id": 1, "pararel_idx": 2, "requested_rewrite": {"prompt": "{} plays", "subject": "Bo", "target_new": {"str": "x"},
-     "target_true": {"str": "y"}}, "paraphrase_prompts": ["a"], "neighborhood_prompts": ["b"],
+    {"case_id": 1, "pararel_idx": 2, "requested_rewrite": {"prompt": "{} plays", "subject": "Bo",
+                                                           "target_new": {"str": "x"}, "target_true": {"str": "y"}}, "paraphrase_prompts": ["a"], "neighborhood_prompts": ["b"],
      "attribute_prompts": ["c"], "generation_prompts": ["d"]},
 ])
 def test_the_shipped_layouts_raise_no_warning(tmp_path, record):
