@@ -18,6 +18,7 @@ from typing import Callable, Literal, Mapping, get_args
 
 import torch
 
+from wiseedit.artifacts.lock import writing
 from wiseedit.edits.record import EditRecord
 from wiseedit.errors import BadInputError
 from wiseedit.evaluation.processes import Processes
@@ -142,6 +143,8 @@ def evaluate(model: str, config: EvalConfig, *, output_path: str | Path | None =
     (BadInputError) unless `force`, which starts over. ``results.json`` (and ``samples.jsonl`` with
     `log_samples`) is written there at the end. Under ``accelerate launch`` the blocks are shared
     between the processes; only the main one calls `progress` and `log` and writes the results.
+    Evaluations into one `output_path` take turns (:func:`~wiseedit.artifacts.lock.writing`): a
+    second one waits, then resumes from the blocks the first recorded.
     """
     suite = open_suite(config.suite)
     edits = suite.edits[:config.limit] if config.limit else list(suite.edits)
@@ -152,6 +155,17 @@ def evaluate(model: str, config: EvalConfig, *, output_path: str | Path | None =
     processes = Processes.detect(cpu=device == "cpu" or not torch.cuda.is_available())
     if not processes.is_main:
         progress, log = None, None
+    # One evaluation at a time per folder (the main process holds the lock; the others follow it
+    # through the barriers): a second one waits, then resumes from the blocks the first recorded.
+    with writing(folder if processes.is_main else None, log=log):
+        return _evaluate_locked(model, config, suite, edits, data, folder, force, log_samples, device, dtype,
+                                processes, progress, log)
+
+
+def _evaluate_locked(model: str, config: EvalConfig, suite, edits: list[EditRecord], data: dict,
+                     folder: Path | None, force: bool, log_samples: bool, device: str, dtype: DType,
+                     processes: Processes, progress: ProgressFn | None, log: LogFn | None) -> EvalReport:
+    """:func:`evaluate` once the output folder's writer lock is held."""
     if processes.count > 1 and device in ("auto", "cuda"):  # one device per process, as accelerate assigns
         device = processes.device or device
 

@@ -82,7 +82,7 @@ def export_model(model: str | None, delta: str | Path, out: str | Path, *, merge
     if log:
         log(f"loading model {name}")
     base = load_base(name, device=device, dtype=_export_dtype(source, dtype))
-    check_base(saved, base.fingerprint, base.source.name)
+    check_base(saved, base.fingerprint, base.source.name, base.model)
     metrics, merge_note = _edit_and_measure(base, saved, merged, log)
     below = metrics.merged is not None and metrics.merged.loc < min_loc
     if below and not force:
