@@ -78,6 +78,7 @@ def _evaluate_delta_locked(saved: Delta, edits: list[EditRecord], config: dict, 
     if log:
         log(f"attaching {saved.method} delta {saved.path} and measuring")
     method = attach(base, saved)
+    config = {**config, "options": {saved.method: method.settings()}}  # every setting the delta runs with
     try:
         samples = measure(base.model, base.tokenizer, method, edits, base_loc)["samples"]
     finally:

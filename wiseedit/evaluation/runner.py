@@ -180,7 +180,7 @@ def _evaluate_locked(model: str, config: EvalConfig, suite, edits: list[EditReco
     store = RunStore(folder, run_identity, processes.index, processes.count) if folder is not None else None
     if store is not None:
         store.check(force)
-    _check_methods(base, config)
+    settings = _check_methods(base, config)
     if log:
         log(f"{suite.name}: {len(edits)} edits ({suite.kind}); unedited predictions on the locality probes")
     base_loc = base_locality_predictions(base.model, base.tokenizer, edits)
@@ -202,7 +202,7 @@ def _evaluate_locked(model: str, config: EvalConfig, suite, edits: list[EditReco
     for key, result in processes.gather([(u.key, r.to_json(with_samples=True)) for u, r in zip(mine, fresh)]):
         done.setdefault(tuple(key), BlockResult.from_json(result))
 
-    report = build_report(config=config.to_json(), model=identity, data=data, config_hash=sha256_of(run_identity),
+    report = build_report(config=_recorded_config(config, settings), model=identity, data=data, config_hash=sha256_of(run_identity),
                           results=[(u.method, u.T, done[u.key]) for u in units], is_main=processes.is_main)
     if folder is not None and processes.is_main:
         report.write(folder, samples=log_samples)
@@ -243,9 +243,19 @@ def _run_units(base, config: EvalConfig, kind: str, units: list[Unit], base_loc:
     return results
 
 
-def _check_methods(base, config: EvalConfig) -> None:
+def _recorded_config(config: EvalConfig, settings: dict[str, dict]) -> dict:
+    """The ``config`` of ``results.json``: `config`, with ``options`` holding every method's full
+    resolved settings and ``options_given`` what was asked for (the part that identifies the run)."""
+    recorded = config.to_json()
+    recorded["options_given"] = recorded.pop("options")
+    return {**recorded, "options": settings}
+
+
+def _check_methods(base, config: EvalConfig) -> dict[str, dict]:
     """Create (and detach) every method once with its settings, so that a bad option or a missing
-    RECIPE checkpoint stops the run before any block, not hours into it."""
+    RECIPE checkpoint stops the run before any block, not hours into it; returns each method's
+    resolved settings (:meth:`~wiseedit.methods.base.EditingMethod.settings`)."""
+    settings = {}
     for name in config.methods:
         try:
             method = method_class(name).create(base.model, base.tokenizer, config.method_options(name))
@@ -253,4 +263,6 @@ def _check_methods(base, config: EvalConfig) -> None:
             raise BadInputError(f"method {name} cannot be created: {error}") from error
         except BadInputError as error:
             raise BadInputError(f"method {name} cannot be created: {error}") from error
+        settings[name] = method.settings()
         method.detach()
+    return settings

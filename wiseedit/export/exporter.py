@@ -71,8 +71,8 @@ def export_model(model: str | None, delta: str | Path, out: str | Path, *, merge
         raise BadInputError(f"delta {saved.path} holds no edits: there is nothing to export")
     if merged:
         check_mergeable(saved.method)
-    if not (isinstance(min_loc, (int, float)) and math.isfinite(min_loc)):
-        raise BadInputError(f"--min-loc should be a number, not {min_loc!r}")
+    if not (isinstance(min_loc, (int, float)) and math.isfinite(min_loc) and 0 <= min_loc <= 1):
+        raise BadInputError(f"--min-loc should be a number from 0 to 1 (a Loc), not {min_loc!r}")
     form: ExportForm = "merged" if merged else "self-contained"
     name = model if model is not None else saved.config["base_model_name_or_path"]
     source = resolve_model(name)
