@@ -25,6 +25,7 @@ from wiseedit.export.detect import DELTA_SUBDIR, MERGED_EDITS_FILE, PROVENANCE_F
 from wiseedit.export.merged import LocalityTooLow, bake, check_mergeable, consolidated_delta
 from wiseedit.export.selfcontained import add_remote_code, copy_delta, remove_remote_code
 from wiseedit.models import DType, LoadedModel, ModelSource, base_fingerprint, get_module, load_base, resolve_model
+from wiseedit.models.quiet import no_progress_bars
 from wiseedit.recipe.checkpoint import bundle_checkpoint
 from wiseedit.session import LogFn, attach, base_name
 
@@ -95,7 +96,8 @@ def export_model(model: str | None, delta: str | Path, out: str | Path, *, merge
     if log:
         log(f"writing {out}")
     with atomic_directory(out, overwrite=force) as tmp:
-        base.model.save_pretrained(tmp)
+        with no_progress_bars():  # transformers' "Writing model shards" bar would litter stderr
+            base.model.save_pretrained(tmp)
         _save_tokenizer(base.source, tmp)
         if merged:
             atomic_write_text(tmp / MERGED_EDITS_FILE, saved.edits_text)
