@@ -16,7 +16,9 @@ from wiseedit.cli.common import (
     DTypeOpt,
     JsonOpt,
     ModelOpt,
+    ThreadsOpt,
     reports_errors,
+    use_threads,
 )
 from wiseedit.cli.output import StepProgress, note, print_json, stderr_console
 from wiseedit.errors import BadInputError
@@ -113,6 +115,7 @@ def train_recipe_command(
         help="Discard the checkpoints in --out and start at step 0 (default: resume from the newest).")] = False,
     device: DeviceOpt = "auto",
     dtype: DTypeOpt = "auto",
+    threads: ThreadsOpt = None,
     json_output: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -121,6 +124,7 @@ def train_recipe_command(
     if data is None:
         raise BadInputError("no training data given: pass --data world-train, --data counterfact-train, or "
                             "--data FILE")
+    use_threads(threads)
     from wiseedit.recipe.run import train
 
     console = stderr_console()

@@ -18,6 +18,7 @@ from wiseedit.artifacts import (CONFIG_FILE, Delta, atomic_directory, atomic_wri
                                 load_delta)
 from wiseedit.artifacts.atomic import interrupted_write_message
 from wiseedit.artifacts.location import check_writable
+from wiseedit.artifacts.lock import writing
 from wiseedit.errors import BadInputError, WiseEditError
 from wiseedit.export import measure
 from wiseedit.export.card import CardFacts, model_card
@@ -95,7 +96,8 @@ def export_model(model: str | None, delta: str | Path, out: str | Path, *, merge
     provenance = _provenance(form, base, saved, metrics, merge_note, min_loc if merged else None, below)
     if log:
         log(f"writing {out}")
-    with atomic_directory(out, overwrite=force) as tmp:
+    # the lock: two exports to one folder take turns, and what a killed one left there is removed
+    with writing(out, log=log), atomic_directory(out, overwrite=force) as tmp:
         with no_progress_bars():  # transformers' "Writing model shards" bar would litter stderr
             base.model.save_pretrained(tmp)
         _save_tokenizer(base.source, tmp)
