@@ -38,7 +38,9 @@ def lock_path(target: str | Path) -> Path:
 
 
 def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
+    """Whether process `pid` exists; True where that cannot be asked safely (on Windows ``os.kill``
+    with signal 0 would send Ctrl-C), so nothing is removed there."""
+    if pid == os.getpid() or os.name != "posix":
         return True
     try:
         os.kill(pid, 0)
