@@ -111,7 +111,8 @@ def test_a_read_only_delta_is_named_by_its_own_flag(run, grace_delta, tmp_path, 
     result = run("edit", more, "--delta", grace_delta, *CPU)
     assert result.exit_code == 2, result.output
     assert result.stderr.splitlines()[-1] == (
-        f"error: --delta {grace_delta.absolute()}: {grace_delta.absolute()} is not writable")
+        f"error: --delta {grace_delta.absolute()}: {grace_delta.absolute()} is not writable; pass --out DIR "
+        "to save the continued delta elsewhere")
     elsewhere = run("edit", more, "--delta", grace_delta, "--out", tmp_path / "copy.wiseedit", *CPU)
     assert elsewhere.exit_code == 0, elsewhere.output  # reading it needs no write access
     assert snapshot(grace_delta) == saved
@@ -140,3 +141,15 @@ def test_a_tensor_file_the_user_may_not_read_is_not_called_damaged(run, grace_de
         file.chmod(0o644)
     assert result.exit_code == 2, result.output
     assert result.stderr.splitlines()[-1] == f"error: {file} cannot be read (Permission denied)"
+
+
+def test_a_default_delta_folder_that_is_not_writable_says_so_and_how_to_choose_another(run, model_dir, edits_file,
+                                                                                      tmp_path, monkeypatch):
+    real = os.access
+    monkeypatch.setattr(location_module.os, "access",
+                        lambda path, mode: False if Path(path) == tmp_path and mode & os.W_OK else real(path, mode))
+    result = run("edit", edits_file, "--model", model_dir, "--method", "none", *CPU)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines()[-1] == (
+        f"error: the default delta folder {tmp_path / 'llama.wiseedit'}: {tmp_path} is not writable; pass "
+        "--out DIR to write elsewhere")

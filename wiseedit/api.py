@@ -112,15 +112,16 @@ def edit(model: str | None, edits: str | Path | Sequence[EditRecord], *, method:
         read_config(Path(delta))  # a missing or foreign folder is refused before any lock is taken
     else:
         method_class(method or DEFAULT_METHOD).check_options(dict(options or {}))
+    hint = ""
     if out is not None:
         target, flag = Path(out), "--out"
     elif delta is not None:
-        target, flag = Path(delta), "--delta"
+        target, flag, hint = Path(delta), "--delta", "; pass --out DIR to save the continued delta elsewhere"
     else:
         source = resolve_model(model if model is not None else _recorded_base(None))
         target = default_delta_dir(source.path, source.builtin, source.name, Path.cwd())
-        flag = "the default delta folder (pass --out DIR to write elsewhere)"
-    check_writable(target, flag)
+        flag, hint = "the default delta folder", "; pass --out DIR to write elsewhere"
+    check_writable(target, flag, hint)
     # The delta is read under the lock: a writer that waited continues from what the other one saved.
     with writing(delta, target, log=log):
         return _edit_locked(model, records, method, options, Path(delta) if delta is not None else None,
@@ -193,17 +194,17 @@ def merge_shards(delta: str | Path, *, model: str | None = None, algorithm: Merg
     it to saving it, as :func:`edit` does."""
     if algorithm is not None and algorithm not in get_args(MergeAlgorithm):
         raise BadInputError(f"merge algorithm {algorithm!r} is not one of {', '.join(get_args(MergeAlgorithm))}")
-    _check_mergeable(load_delta(Path(delta)))  # refused before any lock is taken or model loaded
+    _check_mergeable(Path(delta), read_config(Path(delta))["method"])  # before any lock or model load
     check_writable(Path(delta), "the delta")
     with writing(delta, log=log):
-        saved = load_delta(Path(delta))  # again: a writer we waited for may have changed it
-        _check_mergeable(saved)
+        saved = load_delta(Path(delta))  # under the lock: a writer we waited for may have changed it
+        _check_mergeable(saved.path, saved.method)
         return _merge_locked(saved, model, algorithm, device, dtype, log)
 
 
-def _check_mergeable(saved: Delta) -> None:
-    if saved.method not in WISE_METHODS:
-        raise BadInputError(f"delta {saved.path} was made with {saved.method}; only WISE deltas "
+def _check_mergeable(path: Path, method: str) -> None:
+    if method not in WISE_METHODS:
+        raise BadInputError(f"delta {path} was made with {method}; only WISE deltas "
                             f"({', '.join(WISE_METHODS)}) have shards to merge")
 
 
