@@ -431,4 +431,5 @@ def test_sigterm_unwinds_like_ctrl_c(model_dir, edits_file, tmp_path):
     process.terminate()
     assert process.wait(timeout=120) == 143
     assert process.stderr.read().splitlines()[-1] == "error: terminated"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["edits.jsonl", "llama"]  # no delta, no temporary
+    # no delta, no temporary: only the (empty, hidden) writer lock file stays
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".llama.wiseedit.lock", "edits.jsonl", "llama"]

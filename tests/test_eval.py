@@ -87,6 +87,9 @@ def test_help_explains_itself_with_an_example(run):
 @pytest.mark.parametrize("args, message", [
     (["--fail-under", "accuracy=0.9"], "unknown metric 'accuracy'"),
     (["--fail-under", "rel=high"], "is not a number"),
+    (["--fail-under", "rel=1.01"], "--fail-under rel: the bar must be a number from 0 to 1, got '1.01'"),
+    (["--fail-under", "loc=0.9,gen=-0.1"], "--fail-under gen: the bar must be a number from 0 to 1, got '-0.1'"),
+    (["--fail-under", "ood=nan"], "--fail-under ood: the bar must be a number from 0 to 1, got 'nan'"),
     (["--method", "grace,rome"], "unknown method 'rome'"),
     (["-T", "1,ten"], "-T expects whole numbers"),
     (["-T", "0"], "positive whole numbers"),
@@ -175,9 +178,9 @@ def test_blocks_are_whole_and_the_log_says_what_a_T_leaves_out(run, model_dir, s
 def test_grace_recalls_and_fail_under_names_the_failing_figure(run, model_dir, suite_file, tmp_path):
     out = tmp_path / "results"
     result = run("eval", "--model", model_dir, "--suite", suite_file, "-T", "1,3", "--method", "grace,none",
-                 "--output-path", out, "--log-samples", "--fail-under", "rel=1.01", "--json", *CPU)
+                 "--output-path", out, "--log-samples", "--fail-under", "rel=1", "--json", *CPU)
     assert result.exit_code == 1, result.output
-    assert "error: grace T=1: rel = 1.0000 is below the bar 1.01" in result.stderr
+    assert "error: none T=1: rel = 0." in result.stderr and "grace T=1: rel" not in result.stderr
     document = json.loads(result.stdout)  # the figures are printed (and written) before the gate
     grace = {r["T"]: r for r in document["rows"] if r["method"] == "grace"}
     none = {r["T"]: r for r in document["rows"] if r["method"] == "none"}
@@ -187,9 +190,11 @@ def test_grace_recalls_and_fail_under_names_the_failing_figure(run, model_dir, s
 
     written = json.loads((out / "results.json").read_text())
     assert stable(written) == stable({k: v for k, v in document.items() if k != "rows"})
-    assert written["config"] == {"suite": str(suite_file), "methods": ["grace", "none"], "options": {},
+    options = written["config"].pop("options")
+    assert written["config"] == {"suite": str(suite_file), "methods": ["grace", "none"], "options_given": {},
                                  "T": [1, 3], "limit": None, "seed": None, "mode": "lifelong",
                                  "chat_template": "auto"}
+    assert options["none"] == {} and options["grace"]["module"] == "model.layers.4.mlp.down_proj"
     assert set(written["model"]) == {"name", "fingerprint", "model_type", "dtype", "chat_template"}
     assert written["model"]["chat_template"] is None  # the tiny tokenizer has none: prompts went in raw
     assert written["model"]["model_type"] == "llama" and written["model"]["fingerprint"].startswith("sha256:")
@@ -242,7 +247,8 @@ def test_two_identical_runs_give_identical_results_apart_from_date_and_timing(ru
     assert run(*args, "--output-path", tmp_path / "two").exit_code == 0
     one, two = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two"))
     assert stable(one) == stable(two)
-    assert one["config"]["options"] == {"ft-l": {"lr": 0.005}} and one["config"]["seed"] == 3
+    assert one["config"]["options_given"] == {"ft-l": {"lr": 0.005}} and one["config"]["seed"] == 3
+    assert one["config"]["options"]["ft-l"]["lr"] == 0.005 and one["config"]["options"]["grace"]["seed"] == 3
 
 
 def test_a_rerun_resumes_and_skips_the_finished_blocks(run, model_dir, suite_file, tmp_path, monkeypatch):
@@ -294,12 +300,42 @@ def test_a_saved_delta_is_evaluated_on_its_audit_log(run, model_dir, suite_file,
     assert row["rel"] == 1.0 and 0.0 <= row["loc"] <= 1.0 and row["gen"] is not None
     assert row["seconds_per_edit"] is None  # nothing is edited while auditing
     assert document["config"]["mode"] == "delta" and document["config"]["edits"] == 3
+    assert document["config"]["options"]["grace"]["eps"] == 0.1  # the delta's own settings
     assert (tmp_path / "audit" / "results.json").is_file()
 
     assert run("edit", suite_file, "--model", model_dir, "--method", "none", "--out", tmp_path / "n",
                *CPU).exit_code == 0
     none = json.loads(run("eval", "--delta", tmp_path / "n", "--json", *CPU).stdout)["rows"][0]
     assert none["loc"] == 1.0 and none["method"] == "none"
+
+
+@pytest.mark.parametrize("method, given", [("wise", {"n_iter": 2, "num_templates": 1}), ("grace", {"eps": 0.3}),
+                                           ("ft-l", {"n_iter": 2, "layer": 2}), ("wise-retrieve", {"n_iter": 2})])
+def test_results_record_every_resolved_setting_of_each_method(run, model_dir, suite_file, tmp_path, method, given):
+    """config.options holds the method's whole configuration after defaults and presets, so that a
+    results.json says what ran (it held {} unless --option was given, and then only those keys)."""
+    args = [f"--option={key}={value}" for key, value in given.items()]
+    result = run("eval", "--model", model_dir, "--suite", suite_file, "--method", method, "-T", "3", *args,
+                 "--seed", 5, "-o", tmp_path / "out", *CPU)
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "out" / "results.json").read_text())["config"]
+    recorded = config["options"][method]
+    assert config["options_given"] == {method: given}
+
+    from wiseedit.methods.registry import method_class
+    from wiseedit.models import load_base
+
+    base = load_base(str(model_dir), device="cpu")
+    direct = method_class(method).create(base.model, base.tokenizer, {**given, "seed": 5}
+                                         if method != "ft-l" else given)
+    assert recorded == direct.settings()
+    fields = set(recorded) - {"module", "layer"}
+    assert fields and all(recorded[k] == v for k, v in given.items() if k != "layer")
+    assert recorded["module"] == f"model.layers.{given.get('layer', 4)}.mlp.down_proj"
+    if method.startswith("wise"):  # the preset's values, resolved: none left as None
+        assert all(recorded[k] is not None for k in ("n_iter", "lr", "act_ratio", "alpha", "beta", "gamma",
+                                                     "pooling", "rehearse"))
+        assert recorded["seed"] == 5 and recorded["retrieve"] is (method == "wise-retrieve")
 
 
 # -- several processes ----------------------------------------------------------------------------------

@@ -268,18 +268,26 @@ def run(tmp_path, monkeypatch):
 
 def test_low_merged_loc_is_refused_and_nothing_is_written(run, edited, tmp_path):
     out = tmp_path / "merged"
-    result = run("--delta", edited["llama"].delta.path, "--out", out, "--merged", "--min-loc", "1.01",
+    result = run("--delta", edited["llama"].delta.path, "--out", out, "--merged", "--min-loc", "1",
                  "--device", "cpu", "--json")
     assert result.exit_code == 1, result.output
     assert not out.exists() and not list(tmp_path.glob(".merged*"))
     document = json.loads(result.stdout)
-    assert document["written"] is False and document["metrics"]["merged"]["loc"] < 1.01
-    assert "below --min-loc 1.01" in result.stderr and "merged" in result.stderr  # the table, then why
+    assert document["written"] is False and document["metrics"]["merged"]["loc"] < 1
+    assert "below --min-loc 1 " in result.stderr and "merged" in result.stderr  # the table, then why
+
+
+@pytest.mark.parametrize("bar", ["1.01", "-0.5", "inf"])
+def test_a_min_loc_outside_0_to_1_is_bad_usage(run, edited, tmp_path, bar):
+    result = run("--delta", edited["llama"].delta.path, "--out", tmp_path / "m", "--merged", "--min-loc", bar,
+                 "--device", "cpu")
+    assert result.exit_code == 2, result.output
+    assert "--min-loc should be a number from 0 to 1" in result.stderr and not (tmp_path / "m").exists()
 
 
 def test_library_refusal_carries_the_metrics(edited, tmp_path):
     with pytest.raises(LocalityTooLow) as refused:
-        export_model(None, edited["llama"].delta.path, tmp_path / "m", merged=True, min_loc=1.01, device="cpu")
+        export_model(None, edited["llama"].delta.path, tmp_path / "m", merged=True, min_loc=1.0, device="cpu")
     assert refused.value.exit_code == 1 and refused.value.metrics.merged is not None
     assert refused.value.metrics.probe_source == "edits"  # EDITS[0] has a locality probe
     assert not (tmp_path / "m").exists()

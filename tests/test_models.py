@@ -26,6 +26,7 @@ from wiseedit.models import (
     resolve_model,
     set_module,
 )
+from wiseedit.models.fingerprint import legacy_fingerprint, same_base
 from wiseedit.testing.tiny import TINY_ARCHITECTURES, tiny_model, tiny_tokenizer
 
 NOT_FOUND = ("is not a local folder, a known alias, or a Hugging Face id in the local cache (no network "
@@ -226,9 +227,33 @@ def test_fingerprint_identifies_the_weights(tokenizer):
     assert base_fingerprint(second) == fingerprint
     assert base_fingerprint(tiny_model("llama", tokenizer, seed=1)) != fingerprint
     with torch.no_grad():
-        second.model.layers[2].mlp.down_proj.weight[3, 7] += 0.5
+        weight = second.model.layers[2].mlp.down_proj.weight
+        weight[3, 7] = -weight[3, 7]  # one sampled value across zero
     assert base_fingerprint(second) != fingerprint
-    assert base_fingerprint(first.to(torch.bfloat16)) == fingerprint
+    for dtype in (torch.bfloat16, torch.float16):
+        assert base_fingerprint(tiny_model("llama", tokenizer).to(dtype)) == fingerprint
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fingerprint_tells_a_slightly_changed_model_apart_and_ignores_the_load_dtype(tokenizer, seed):
+    """A change much smaller than any fine-tune (noise of 1e-3 of each matrix's spread, on one layer)
+    moves the fingerprint; rounding every value to float16 or bfloat16 does not (v1 moved with float16)."""
+    model = tiny_model("llama", tokenizer, seed=seed)
+    fingerprint = base_fingerprint(model)
+    for dtype in (torch.float16, torch.bfloat16):
+        assert base_fingerprint(tiny_model("llama", tokenizer, seed=seed).to(dtype)) == fingerprint
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.model.layers[seed % 4].parameters():
+            if param.dim() == 2:
+                param += torch.randn(param.shape, generator=generator) * param.std() * 1e-3
+    assert base_fingerprint(model) != fingerprint
+
+
+def test_a_v1_fingerprint_is_still_accepted(tokenizer):
+    model = tiny_model("llama", tokenizer)
+    assert same_base(legacy_fingerprint(model), model) and same_base(base_fingerprint(model), model)
+    assert not same_base(legacy_fingerprint(tiny_model("llama", tokenizer, seed=1)), model)
 
 
 def test_fingerprint_of_large_tensors_is_a_strided_sample_and_dtype_independent():
@@ -237,6 +262,7 @@ def test_fingerprint_of_large_tensors_is_a_strided_sample_and_dtype_independent(
     fingerprint = base_fingerprint(model)
     assert base_fingerprint(nn.Linear(512, 300)) != fingerprint  # another random init
     assert base_fingerprint(model.to(torch.bfloat16)) == fingerprint
+    assert base_fingerprint(model.to(torch.float16)) == fingerprint
 
 
 def test_fingerprint_reads_offloaded_parameters(llama_dir, tokenizer, tmp_path):

@@ -16,6 +16,8 @@ from wiseedit.artifacts import CONFIG_FILE, Delta, default_delta_dir, load_delta
 from wiseedit.artifacts.atomic import backup_path, interrupted_write_message
 from wiseedit.artifacts.location import check_writable
 from wiseedit.chat import ChatFormat
+from wiseedit.artifacts.lock import writing
+from wiseedit.artifacts.reading import read_config
 from wiseedit.edits import EditRecord, read_edits
 from wiseedit.errors import BadInputError, InputProblems
 from wiseedit.evaluation.batching import encode_pair
@@ -106,21 +108,42 @@ def edit(model: str | None, edits: str | Path | Sequence[EditRecord], *, method:
     through the tokenizer's chat template when it has one (:mod:`wiseedit.chat`); recorded in the delta,
     whose own choice a continued delta keeps. A text too long for the model's context is refused
     before the model is loaded.
+
+    Writers of one delta take turns (:func:`~wiseedit.artifacts.lock.writing`): while another process
+    writes `delta` or `out`, this call waits (one `log` line says so), then reads `delta` as that one
+    left it, so no edit is lost.
     """
     records = _records(edits, stdin)
-    previous = load_delta(Path(delta)) if delta is not None else None
-    name = _method_name(method, previous, options)
-    cls = method_class(name)
-    if previous is None:
-        cls.check_options(dict(options or {}))
+    if delta is not None:
+        read_config(Path(delta))  # a missing or foreign folder is refused before any lock is taken
     else:
+        method_class(method or DEFAULT_METHOD).check_options(dict(options or {}))
+    hint = ""
+    if out is not None:
+        target, flag = Path(out), "--out"
+    elif delta is not None:
+        target, flag, hint = Path(delta), "--delta", "; pass --out DIR to save the continued delta elsewhere"
+    else:
+        source = resolve_model(model if model is not None else _recorded_base(None))
+        target = default_delta_dir(source.path, source.builtin, source.name, Path.cwd())
+        flag, hint = "the default delta folder", "; pass --out DIR to write elsewhere"
+    check_writable(target, flag, hint)
+    # The delta is read under the lock: a writer that waited continues from what the other one saved.
+    with writing(delta, target, log=log):
+        return _edit_locked(model, records, method, options, Path(delta) if delta is not None else None,
+                            target, device, dtype, overwrite, progress, log, chat_template)
+
+
+def _edit_locked(model, records, method, options, delta: Path | None, target: Path, device, dtype,
+                 overwrite: bool, progress, log, chat_template: str | None) -> EditResult:
+    """:func:`edit` once the writer locks of `delta` and `target` are held."""
+    previous = load_delta(delta) if delta is not None else None
+    name = _method_name(method, previous, options)
+    if previous is not None:
         _check_new_ids(records, previous)
     model_name = model if model is not None else _recorded_base(previous)
-    source = resolve_model(model_name)
-    target = Path(out) if out is not None else (
-        previous.path if previous is not None else default_delta_dir(source.path, source.builtin, source.name,
-                                                                     Path.cwd()))
     _check_target(target, previous, overwrite)
+    source = resolve_model(model_name)
     tokenizer = load_tokenizer(source)
     chat = _chat_format(chat_template, previous, tokenizer)
     fed = chat.records(tokenizer, records)  # what the model sees; the audit log keeps the user's text
@@ -132,7 +155,7 @@ def edit(model: str | None, edits: str | Path | Sequence[EditRecord], *, method:
     if previous is not None:
         editor = attach(base, previous)
     else:
-        editor = _create(cls, base, name, options)
+        editor = _create(method_class(name), base, name, options)
         base.model.wiseedit = editor
     pairs = [encode_pair(base.tokenizer, r.prompt, r.target) for r in fed]
     prompts = [p.prompt_ids for p in pairs]
@@ -179,14 +202,27 @@ def merge_shards(delta: str | Path, *, model: str | None = None, algorithm: Merg
     """Merge the pending WISE shards of `delta`, and its current shard if it holds edits, now
     (WISE-Merge: into the consolidated memory; WISE-Retrieve: into one more memory), with `algorithm`
     or the delta's configured one, and rewrite the delta in place, atomically. `model` defaults to the
-    base the delta records."""
+    base the delta records. Holds the delta's writer lock (waiting for another writer) from reading
+    it to saving it, as :func:`edit` does."""
     if algorithm is not None and algorithm not in get_args(MergeAlgorithm):
         raise BadInputError(f"merge algorithm {algorithm!r} is not one of {', '.join(get_args(MergeAlgorithm))}")
-    saved = load_delta(Path(delta))
-    if saved.method not in WISE_METHODS:
-        raise BadInputError(f"delta {saved.path} was made with {saved.method}; only WISE deltas "
+    _check_mergeable(Path(delta), read_config(Path(delta))["method"])  # before any lock or model load
+    check_writable(Path(delta), "the delta")
+    with writing(delta, log=log):
+        saved = load_delta(Path(delta))  # under the lock: a writer we waited for may have changed it
+        _check_mergeable(saved.path, saved.method)
+        return _merge_locked(saved, model, algorithm, device, dtype, log)
+
+
+def _check_mergeable(path: Path, method: str) -> None:
+    if method not in WISE_METHODS:
+        raise BadInputError(f"delta {path} was made with {method}; only WISE deltas "
                             f"({', '.join(WISE_METHODS)}) have shards to merge")
-    check_writable(saved.path, "the delta")
+
+
+def _merge_locked(saved: Delta, model: str | None, algorithm, device: str, dtype: DType,
+                  log: LogFn | None) -> MergeResult:
+    """:func:`merge_shards` once the delta's writer lock is held and the delta read under it."""
     edited = load_edited(model, saved, device=device, dtype=dtype, log=log)
     merged = edited.method.merge_pending(algorithm)
     if merged == 0:
@@ -255,8 +291,8 @@ def _check_new_ids(records: Sequence[EditRecord], previous: Delta) -> None:
 
 
 def _check_target(target: Path, previous: Delta | None, overwrite: bool) -> None:
-    """Refuse now, not after the training, to write where save_delta would refuse to, or could not."""
-    check_writable(target)
+    """Refuse now, not after the training, to write where save_delta would refuse to (that the
+    location is writable at all was checked before the lock was taken)."""
     if not target.exists():
         if backup_path(target).exists():
             raise BadInputError(interrupted_write_message(target))

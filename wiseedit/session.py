@@ -98,7 +98,7 @@ def base_name(source: ModelSource) -> str:
 def attach(base: LoadedModel, delta: Delta) -> EditingMethod:
     """Restore `delta`'s method onto `base` after checking it was made on these weights, and expose it
     as ``base.model.wiseedit``."""
-    check_base(delta, base.fingerprint, base.source.name)
+    check_base(delta, base.fingerprint, base.source.name, base.model)
     method = method_class(delta.method).restore(base.model, base.tokenizer, delta.state)
     base.model.wiseedit = method
     return method

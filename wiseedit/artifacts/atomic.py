@@ -14,7 +14,8 @@ Crash window: a hard kill *between* renames 2 and 3 leaves no ``<name>`` but a c
 and writing both refuse with one sentence giving the ``mv`` command that restores it (loading stays
 read-only, and nothing can race a writer that is still running). A hard kill during step 4 leaves a
 stale backup beside a good ``<name>``; the next write removes it. A hard kill during step 1 can leave a
-hidden ``.<name>.tmp-*`` folder, which is never read and may be deleted.
+hidden ``.<name>.tmp-<pid>-*`` folder, which is never read; the next write of ``<name>`` that holds its
+writer lock (:mod:`wiseedit.artifacts.lock`: deltas, eval folders, exports) removes it.
 """
 
 from __future__ import annotations

@@ -5,7 +5,10 @@ Layout (``format_version`` 1), written as a whole by :func:`save_delta` through
 
 - ``wiseedit_config.json``: format version, method and its saved config (``method_state``), edited
   module, base model name/revision/fingerprint, seed, number of edits, library versions, ``created`` and
-  ``updated`` (ISO UTC); pretty-printed, sorted keys, trailing newline.
+  ``updated`` (ISO UTC), and ``tensors``: the name, dtype and shape of every tensor of
+  ``delta.safetensors`` (loading refuses a tensor file that does not match it: a tensor of another
+  shape, or one the delta does not hold, is damage, not something to run or silently drop; deltas
+  written before this key are read without that check); pretty-printed, sorted keys, trailing newline.
 - ``delta.safetensors``: every tensor of the method state, on CPU and contiguous; metadata
   ``format``, ``wiseedit_format_version``, ``method`` (strings). Always written, also with no tensors
   (an empty safetensors file is valid and keeps every delta the same shape).
@@ -38,6 +41,7 @@ from wiseedit.artifacts.reading import (
     read_edits,
     read_tensors,
     short_hash,
+    tensor_manifest,
 )
 from wiseedit.errors import BadInputError
 from wiseedit.methods.base import MethodState
@@ -175,8 +179,9 @@ def save_delta(
         "created": previous.config.get("created", now) if previous is not None else now,
         "updated": now,
     }
-    config_text = json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     tensors = _cpu_tensors(state.tensors)
+    config["tensors"] = tensor_manifest(tensors)
+    config_text = json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     tensor_meta = {"format": "pt", "wiseedit_format_version": str(FORMAT_VERSION), "method": method}
     with atomic_directory(path, overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp / TENSORS_FILE), metadata=tensor_meta)
@@ -195,16 +200,26 @@ def load_delta(path: Path) -> Delta:
     """
     path = Path(path)
     config = read_config(path)
-    tensors = read_tensors(path, config["method"])
+    tensors = read_tensors(path, config)
     edits_text, log = read_edits(path, config["num_edits"])
     return Delta(path, config, MethodState(config["method_state"], tensors, path), log, edits_text)
 
 
-def check_base(delta: Delta, fingerprint: str, base_name: str) -> None:
+def check_base(delta: Delta, fingerprint: str, base_name: str, model=None) -> None:
     """Refuse (BadInputError) to use `delta` on a model whose weights' `fingerprint` differs from the
-    base the delta was made on; `base_name` names the loaded model in the message."""
+    base the delta was made on; `base_name` names the loaded model in the message.
+
+    With the unedited `model`, a delta that records a v1 fingerprint (made before v2, see
+    :mod:`wiseedit.models.fingerprint`) is accepted on its base too, and from then on records
+    `fingerprint` in memory, so the next save upgrades it."""
     if fingerprint == delta.base_fingerprint:
         return
+    if model is not None:
+        from wiseedit.models.fingerprint import same_base  # imports torch models code: only when needed
+
+        if same_base(delta.base_fingerprint, model, fingerprint):
+            delta.config["base_fingerprint"] = fingerprint
+            return
     made_on = delta.config.get("base_model_name_or_path")
     raise BadInputError(
         f"delta {delta.path} was made on base {made_on} ({short_hash(delta.base_fingerprint)}) "

@@ -103,8 +103,52 @@ def read_config(path: Path) -> dict:
     return config
 
 
-def read_tensors(path: Path, method: str) -> dict[str, torch.Tensor]:
-    """The tensors of ``delta.safetensors`` in `path`, on CPU; pickle files are refused, never read."""
+def tensor_manifest(tensors: dict[str, torch.Tensor]) -> dict[str, dict]:
+    """``{name: {"dtype": "float32", "shape": [4, 8]}}``: what ``wiseedit_config.json`` records of the
+    tensors saved beside it."""
+    return {name: {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape)}
+            for name, t in sorted(tensors.items())}
+
+
+def _check_manifest(path: Path, tensors: dict[str, torch.Tensor], manifest) -> None:
+    file, config = path / TENSORS_FILE, path / CONFIG_FILE
+    if not isinstance(manifest, dict):
+        raise BadInputError(f"{config}: tensors should be an object, not {manifest!r}")
+    found = tensor_manifest(tensors)
+    unknown = sorted(set(found) - set(manifest))
+    if unknown:
+        raise BadInputError(f"{file} holds tensor {unknown[0]!r}, which {config} does not list; the delta is "
+                            "damaged (or was changed by hand)")
+    missing = sorted(set(manifest) - set(found))
+    if missing:
+        raise BadInputError(f"{file} lacks tensor {missing[0]!r}, which {config} lists; the delta is damaged")
+    for name, saved in found.items():
+        listed = manifest[name]
+        if saved != listed:
+            raise BadInputError(
+                f"{file}: tensor {name!r} is {saved['dtype']} of shape {tuple(saved['shape'])}, but {config} "
+                f"records {_describe(listed)}; the delta is damaged")
+
+
+def _describe(entry) -> str:
+    if isinstance(entry, dict) and isinstance(entry.get("shape"), list):
+        return f"{entry.get('dtype')} of shape {tuple(entry['shape'])}"
+    return repr(entry)
+
+
+def _check_readable(file: Path) -> None:
+    """A file the user may not read is a permission problem, not damage: say which."""
+    try:
+        with open(file, "rb"):
+            pass
+    except OSError as error:
+        raise BadInputError(f"{file} cannot be read ({error.strerror or _first_line(error)})") from None
+
+
+def read_tensors(path: Path, config: dict) -> dict[str, torch.Tensor]:
+    """The tensors of ``delta.safetensors`` in `path`, on CPU, checked against the manifest of the
+    delta's `config` (its ``tensors`` key, when it has one); pickle files are refused, never read."""
+    method = config["method"]
     file = path / TENSORS_FILE
     if not file.is_file():
         pickles = sorted(p for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
@@ -114,6 +158,7 @@ def read_tensors(path: Path, method: str) -> dict[str, torch.Tensor]:
                 f"a delta keeps its tensors in {file}, which is missing"
             )
         raise BadInputError(f"{file} is missing")
+    _check_readable(file)
     try:
         tensors = load_file(str(file), device="cpu")
         with safe_open(str(file), framework="pt", device="cpu") as handle:
@@ -126,6 +171,8 @@ def read_tensors(path: Path, method: str) -> dict[str, torch.Tensor]:
         raise BadInputError(
             f"{file} holds tensors of method {meta['method']!r} but {path / CONFIG_FILE} says {method!r}"
         )
+    if "tensors" in config:
+        _check_manifest(path, tensors, config["tensors"])
     return tensors
 
 

@@ -54,6 +54,10 @@ DeviceOpt = Annotated[str, typer.Option(
 DTypeOpt = Annotated[DTypeChoice, typer.Option(
     "--dtype", metavar="DTYPE", rich_help_panel=MODEL_PANEL,
     help="auto, float32, bfloat16 or float16; auto is the checkpoint's dtype on GPU, float32 on CPU.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option(
+    "--threads", metavar="N", min=1, rich_help_panel=MODEL_PANEL, show_default=False,
+    help="CPU threads torch may use. Default: OMP_NUM_THREADS when set, else 1 (faster on a shared or small "
+         "machine; on a dedicated many-core CPU with a large model, raise it).")]
 JsonOpt = Annotated[bool, typer.Option(
     "--json", rich_help_panel=OUTPUT_PANEL,
     help="Print one JSON document on stdout; progress, logs and tables go to stderr.")]
@@ -63,6 +67,25 @@ ChatTemplateOpt = Annotated[Optional[str], typer.Option(
          "when it has one (instruct models); none: raw text. Default: auto (with --delta, the delta's own).")]
 DebugOpt = Annotated[bool, typer.Option(
     "--debug", rich_help_panel=OUTPUT_PANEL, help="Show the Python traceback of an error.")]
+
+#: CPU threads when neither --threads nor OMP_NUM_THREADS says. One WISE edit of the world model on a
+#: 2-core machine shared with other work (load average 11): median 3.9 s with 1 thread, 70.8 s with
+#: torch's default (2, one per core): busy-waiting OpenMP threads fight the other work for the cores
+#: (benchmarks/threads.py). A fixed number, not one read from the load, so reruns compute alike.
+DEFAULT_THREADS = 1
+
+
+def use_threads(threads: int | None) -> int:
+    """Set torch's CPU threads for this command: `threads` (``--threads``), else ``OMP_NUM_THREADS``
+    when it holds a positive whole number, else DEFAULT_THREADS; returns the number set."""
+    import torch
+
+    if threads is None:
+        env = os.environ.get("OMP_NUM_THREADS", "").strip()
+        threads = int(env) if env.isdigit() and int(env) > 0 else DEFAULT_THREADS
+    torch.set_num_threads(threads)
+    return threads
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -18,8 +18,10 @@ from wiseedit.cli.common import (
     DTypeOpt,
     JsonOpt,
     ModelOpt,
+    ThreadsOpt,
     parse_options,
     reports_errors,
+    use_threads,
     with_flags,
 )
 from wiseedit.cli.output import EditProgress, edit_table, note, print_json, stderr_console
@@ -71,9 +73,11 @@ def edit_command(
     device: DeviceOpt = "auto",
     dtype: DTypeOpt = "auto",
     chat_template: ChatTemplateOpt = None,
+    threads: ThreadsOpt = None,
     json_output: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
+    use_threads(threads)
     from wiseedit.api import edit
 
     console = stderr_console()

@@ -18,8 +18,10 @@ from wiseedit.cli.common import (
     DTypeOpt,
     JsonOpt,
     ModelOpt,
+    ThreadsOpt,
     parse_options,
     reports_errors,
+    use_threads,
 )
 from wiseedit.cli.eval_output import EvalProgressBar, eval_table
 from wiseedit.cli.output import note, print_json, stderr_console
@@ -133,9 +135,11 @@ def eval_command(
     device: DeviceOpt = "auto",
     dtype: DTypeOpt = "auto",
     chat_template: ChatTemplateOpt = None,
+    threads: ThreadsOpt = None,
     json_output: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
+    use_threads(threads)
     from wiseedit.evaluation.checks import failures, parse_bars
 
     bars = parse_bars(fail_under)

@@ -17,7 +17,9 @@ from wiseedit.cli.common import (
     DTypeChoice,
     JsonOpt,
     ModelOpt,
+    ThreadsOpt,
     reports_errors,
+    use_threads,
 )
 from wiseedit.cli.output import note, print_json, stderr_console
 
@@ -62,9 +64,11 @@ def export_command(
         "--dtype", metavar="DTYPE", rich_help_panel=MODEL_PANEL,
         help="auto (the checkpoint's own dtype, so the export keeps the base's size), float32, bfloat16 or "
              "float16.")] = "auto",
+    threads: ThreadsOpt = None,
     json_output: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
+    use_threads(threads)
     from wiseedit.export.exporter import export_model
     from wiseedit.export.merged import LocalityTooLow
 

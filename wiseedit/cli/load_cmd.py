@@ -14,7 +14,9 @@ from wiseedit.cli.common import (
     DTypeOpt,
     JsonOpt,
     ModelOpt,
+    ThreadsOpt,
     reports_errors,
+    use_threads,
 )
 from wiseedit.cli.output import facts_table, generations_table, note, print_json, stderr_console
 from wiseedit.errors import BadInputError
@@ -48,9 +50,11 @@ def load_command(
         help="Tokens to generate per prompt.")] = 20,
     device: DeviceOpt = "auto",
     dtype: DTypeOpt = "auto",
+    threads: ThreadsOpt = None,
     json_output: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
+    use_threads(threads)
     from wiseedit.export.detect import PROVENANCE_FILE, exported_delta
     from wiseedit.session import load_edited
 

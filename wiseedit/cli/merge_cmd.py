@@ -8,7 +8,16 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from wiseedit.cli.common import DebugOpt, DeviceOpt, DTypeOpt, JsonOpt, ModelOpt, reports_errors
+from wiseedit.cli.common import (
+    DebugOpt,
+    DeviceOpt,
+    DTypeOpt,
+    JsonOpt,
+    ModelOpt,
+    ThreadsOpt,
+    reports_errors,
+    use_threads,
+)
 from wiseedit.cli.output import note, print_json, stderr_console
 from wiseedit.wise.config import MergeAlgorithm
 
@@ -34,9 +43,11 @@ def merge_command(
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     dtype: DTypeOpt = "auto",
+    threads: ThreadsOpt = None,
     json_output: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
+    use_threads(threads)
     from wiseedit.api import merge_shards
 
     console = stderr_console()

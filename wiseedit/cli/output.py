@@ -20,6 +20,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from wiseedit.cli.progress_lines import ProgressLines
+
 TABLE_ROWS = 50  # longer runs print this many rows of the before/after table; --json has them all
 OK, FAIL = "[green]✓[/green]", "[red]✗[/red]"
 
@@ -51,10 +53,15 @@ class LazyProgress:
     Use as a context manager and pass the instance as the library's ``progress=``: nothing is drawn
     while the model loads, or when a run fails before its first report. Subclasses are called with the
     library's reports and call :meth:`begin` first, which is True exactly once (create the tasks then).
+    Where stderr is not an interactive terminal (CI, a log file), bars would only appear at the end:
+    plain :class:`~wiseedit.cli.progress_lines.ProgressLines` are printed instead.
     """
 
     def __init__(self, console: Console, *columns):
-        self.progress = Progress(*columns, console=console)
+        if console.is_interactive:
+            self.progress = Progress(*columns, console=console)
+        else:
+            self.progress = ProgressLines(console)
         self.started = False
 
     def __enter__(self):

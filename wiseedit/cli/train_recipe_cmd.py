@@ -16,7 +16,9 @@ from wiseedit.cli.common import (
     DTypeOpt,
     JsonOpt,
     ModelOpt,
+    ThreadsOpt,
     reports_errors,
+    use_threads,
 )
 from wiseedit.cli.output import StepProgress, note, print_json, stderr_console
 from wiseedit.errors import BadInputError
@@ -117,6 +119,7 @@ def train_recipe_command(
         help="Discard the checkpoints in --out and start at step 0 (default: resume from the newest).")] = False,
     device: DeviceOpt = "auto",
     dtype: DTypeOpt = "auto",
+    threads: ThreadsOpt = None,
     json_output: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -130,6 +133,7 @@ def train_recipe_command(
                              bank_refresh=bank_refresh, prompt_input=prompt_input, key_init=key_init,
                              edit_margin=edit_margin, batches=batches, ema_decay=ema_decay,
                              checkpoint_every=checkpoint_every)
+    use_threads(threads)
     from wiseedit.recipe.training.run import train
 
     console = stderr_console()

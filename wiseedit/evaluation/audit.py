@@ -13,6 +13,7 @@ from pathlib import Path
 
 from wiseedit.artifacts import EDITS_FILE, Delta, check_base, load_delta
 from wiseedit.chat import ChatFormat
+from wiseedit.artifacts.lock import writing
 from wiseedit.edits import EditRecord, to_edit_record
 from wiseedit.errors import BadInputError, InputProblems
 from wiseedit.evaluation.protocol import BlockResult, base_locality_predictions, figures, measure
@@ -53,11 +54,21 @@ def evaluate_delta(delta: str | Path, *, model: str | None = None, output_path: 
     if folder is not None:
         RunStore(folder, {"config": config, "data": data}).check(force)
 
+    with writing(folder, log=log):  # one writer per output folder, as evaluate()
+        return _evaluate_delta_locked(saved, edits, chat, config, data, folder, model, force, log_samples,
+                                      device, dtype, log)
+
+
+def _evaluate_delta_locked(saved: Delta, edits: list[EditRecord], chat: ChatFormat, config: dict, data: dict,
+                           folder: Path | None,
+                           model: str | None, force: bool, log_samples: bool, device: str, dtype: DType,
+                           log: LogFn | None) -> EvalReport:
+    """:func:`evaluate_delta` once the output folder's writer lock is held."""
     name = model if model is not None else saved.config["base_model_name_or_path"]
     if log:
         log(f"loading model {name}")
     base = load_base(name, device=device, dtype=dtype)
-    check_base(saved, base.fingerprint, base.source.name)  # before any work on a base it does not fit
+    check_base(saved, base.fingerprint, base.source.name, base.model)  # before any work on a base it does not fit
     identity = {**model_identity(base), "chat_template": chat.template}
     run_identity = {"config": config, "data": data,
                     "model": {k: identity[k] for k in ("fingerprint", "dtype", "chat_template")}}
@@ -72,6 +83,7 @@ def evaluate_delta(delta: str | Path, *, model: str | None = None, output_path: 
     if log:
         log(f"attaching {saved.method} delta {saved.path} and measuring")
     method = attach(base, saved)
+    config = {**config, "options": {saved.method: method.settings()}}  # every setting the delta runs with
     try:
         samples = measure(base.model, base.tokenizer, method, edits, base_loc)["samples"]
     finally:

@@ -33,8 +33,8 @@ def parse_bars(text: str | None) -> dict[str, float]:
             bar = float(value)
         except ValueError:
             raise BadInputError(f"--fail-under {name}: {value!r} is not a number") from None
-        if not math.isfinite(bar):
-            raise BadInputError(f"--fail-under {name}: the bar must be a finite number, got {value!r}")
+        if not (math.isfinite(bar) and 0 <= bar <= 1):  # every figure is a rate: a bar above 1 always fails
+            raise BadInputError(f"--fail-under {name}: the bar must be a number from 0 to 1, got {value!r}")
         if name in bars:
             raise BadInputError(f"--fail-under: {name} is given twice")
         bars[name] = bar

@@ -7,9 +7,11 @@ identities that make a result reproducible.
   "per_block": [{"block", "n", <figures>}, ...]}}}`` (T as a string key; a figure is null where the
   suite does not measure it; see :mod:`wiseedit.evaluation.protocol`), and ``"by_kind"``
   (``{"port:<kind>" / "loc:<kind>": mean}``) where the probes carry kinds (KnowEdit);
-- ``config``: suite, methods, options (per method), T, limit, seed, mode (or, for a delta: its path,
-  method and edit count); ``config_hash``: sha256 of config + data + model identity (what resuming
-  compares);
+- ``config``: suite, methods, T, limit, seed, mode, chat template, ``options``: per method, every
+  setting it ran with after defaults and presets (``EditingMethod.settings()``: WISE's n_iter, lr, ...,
+  the edited module), and ``options_given``: what ``--option`` set (or, for a delta: its path, method,
+  edit count and ``options``); ``config_hash``: sha256 of the given config + data + model identity
+  (what resuming compares);
 - ``model``: name, fingerprint (of the base weights), model_type, dtype;
 - ``data``: suite, kind, number of edits, sha256 of the edit list as canonical JSON;
 - ``versions`` (wiseedit, torch, transformers); ``git``: ``git rev-parse HEAD`` of the wiseedit

@@ -19,6 +19,7 @@ from typing import Callable, Literal, Mapping, get_args
 import torch
 
 from wiseedit.chat import ChatFormat, ChatTemplateMode
+from wiseedit.artifacts.lock import writing
 from wiseedit.edits.record import EditRecord
 from wiseedit.errors import BadInputError
 from wiseedit.evaluation.processes import Processes
@@ -150,6 +151,8 @@ def evaluate(model: str, config: EvalConfig, *, output_path: str | Path | None =
     (BadInputError) unless `force`, which starts over. ``results.json`` (and ``samples.jsonl`` with
     `log_samples`) is written there at the end. Under ``accelerate launch`` the blocks are shared
     between the processes; only the main one calls `progress` and `log` and writes the results.
+    Evaluations into one `output_path` take turns (:func:`~wiseedit.artifacts.lock.writing`): a
+    second one waits, then resumes from the blocks the first recorded.
     """
     suite = open_suite(config.suite)
     edits = suite.edits[:config.limit] if config.limit else list(suite.edits)
@@ -160,6 +163,17 @@ def evaluate(model: str, config: EvalConfig, *, output_path: str | Path | None =
     processes = Processes.detect(cpu=device == "cpu" or not torch.cuda.is_available())
     if not processes.is_main:
         progress, log = None, None
+    # One evaluation at a time per folder (the main process holds the lock; the others follow it
+    # through the barriers): a second one waits, then resumes from the blocks the first recorded.
+    with writing(folder if processes.is_main else None, log=log):
+        return _evaluate_locked(model, config, suite, edits, data, folder, force, log_samples, device, dtype,
+                                processes, progress, log)
+
+
+def _evaluate_locked(model: str, config: EvalConfig, suite, edits: list[EditRecord], data: dict,
+                     folder: Path | None, force: bool, log_samples: bool, device: str, dtype: DType,
+                     processes: Processes, progress: ProgressFn | None, log: LogFn | None) -> EvalReport:
+    """:func:`evaluate` once the output folder's writer lock is held."""
     if processes.count > 1 and device in ("auto", "cuda"):  # one device per process, as accelerate assigns
         device = processes.device or device
 
@@ -179,7 +193,7 @@ def evaluate(model: str, config: EvalConfig, *, output_path: str | Path | None =
     store = RunStore(folder, run_identity, processes.index, processes.count) if folder is not None else None
     if store is not None:
         store.check(force)
-    _check_methods(base, config)
+    settings = _check_methods(base, config)
     if log:
         log(f"{suite.name}: {len(edits)} edits ({suite.kind}); unedited predictions on the locality probes")
     base_loc = base_locality_predictions(base.model, base.tokenizer, edits)
@@ -201,7 +215,7 @@ def evaluate(model: str, config: EvalConfig, *, output_path: str | Path | None =
     for key, result in processes.gather([(u.key, r.to_json(with_samples=True)) for u, r in zip(mine, fresh)]):
         done.setdefault(tuple(key), BlockResult.from_json(result))
 
-    report = build_report(config=config.to_json(), model=identity, data=data, config_hash=sha256_of(run_identity),
+    report = build_report(config=_recorded_config(config, settings), model=identity, data=data, config_hash=sha256_of(run_identity),
                           results=[(u.method, u.T, done[u.key]) for u in units], is_main=processes.is_main)
     if folder is not None and processes.is_main:
         report.write(folder, samples=log_samples)
@@ -242,9 +256,19 @@ def _run_units(base, config: EvalConfig, kind: str, units: list[Unit], base_loc:
     return results
 
 
-def _check_methods(base, config: EvalConfig) -> None:
+def _recorded_config(config: EvalConfig, settings: dict[str, dict]) -> dict:
+    """The ``config`` of ``results.json``: `config`, with ``options`` holding every method's full
+    resolved settings and ``options_given`` what was asked for (the part that identifies the run)."""
+    recorded = config.to_json()
+    recorded["options_given"] = recorded.pop("options")
+    return {**recorded, "options": settings}
+
+
+def _check_methods(base, config: EvalConfig) -> dict[str, dict]:
     """Create (and detach) every method once with its settings, so that a bad option or a missing
-    RECIPE checkpoint stops the run before any block, not hours into it."""
+    RECIPE checkpoint stops the run before any block, not hours into it; returns each method's
+    resolved settings (:meth:`~wiseedit.methods.base.EditingMethod.settings`)."""
+    settings = {}
     for name in config.methods:
         try:
             method = method_class(name).create(base.model, base.tokenizer, config.method_options(name))
@@ -252,4 +276,6 @@ def _check_methods(base, config: EvalConfig) -> None:
             raise BadInputError(f"method {name} cannot be created: {error}") from error
         except BadInputError as error:
             raise BadInputError(f"method {name} cannot be created: {error}") from error
+        settings[name] = method.settings()
         method.detach()
+    return settings

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from wiseedit.artifacts.atomic import atomic_write_text
 from wiseedit.artifacts.location import check_writable
+from wiseedit.artifacts.lock import remove_stale_temporaries
 from wiseedit.errors import BadInputError
 from wiseedit.evaluation.protocol import BlockResult
 
@@ -74,9 +75,12 @@ class RunStore:
                 "pass --force to start over there, or choose another --output-path")
 
     def prepare(self, force: bool = False) -> None:
-        """Main process, before any block: with `force`, delete this module's files from an earlier
-        run; write ``run.json`` if it is not there."""
+        """Main process, before any block, holding the folder's writer lock: delete the temporaries of
+        a killed run; with `force`, this module's files from an earlier run; write ``run.json`` if it
+        is not there."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        for name in (RUN_FILE, RESULTS_FILE, SAMPLES_FILE, PLOT_FILE):  # left by a killed run; we hold the lock
+            remove_stale_temporaries(self.folder / name)
         if force:
             for path in [*self.folder.glob(BLOCKS_GLOB), *(self.folder / name for name in (
                     RUN_FILE, RESULTS_FILE, SAMPLES_FILE, PLOT_FILE))]:

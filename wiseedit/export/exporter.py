@@ -18,6 +18,7 @@ from wiseedit.artifacts import (CONFIG_FILE, Delta, atomic_directory, atomic_wri
                                 load_delta)
 from wiseedit.artifacts.atomic import interrupted_write_message
 from wiseedit.artifacts.location import check_writable
+from wiseedit.artifacts.lock import writing
 from wiseedit.errors import BadInputError, WiseEditError
 from wiseedit.export import measure
 from wiseedit.export.card import CardFacts, model_card
@@ -25,6 +26,7 @@ from wiseedit.export.detect import DELTA_SUBDIR, MERGED_EDITS_FILE, PROVENANCE_F
 from wiseedit.export.merged import LocalityTooLow, bake, check_mergeable, consolidated_delta
 from wiseedit.export.selfcontained import add_remote_code, copy_delta, remove_remote_code
 from wiseedit.models import DType, LoadedModel, ModelSource, base_fingerprint, get_module, load_base, resolve_model
+from wiseedit.models.quiet import no_progress_bars
 from wiseedit.recipe.checkpoint import bundle_checkpoint
 from wiseedit.session import LogFn, attach, base_name
 
@@ -71,8 +73,8 @@ def export_model(model: str | None, delta: str | Path, out: str | Path, *, merge
         raise BadInputError(f"delta {saved.path} holds no edits: there is nothing to export")
     if merged:
         check_mergeable(saved.method)
-    if not (isinstance(min_loc, (int, float)) and math.isfinite(min_loc)):
-        raise BadInputError(f"--min-loc should be a number, not {min_loc!r}")
+    if not (isinstance(min_loc, (int, float)) and math.isfinite(min_loc) and 0 <= min_loc <= 1):
+        raise BadInputError(f"--min-loc should be a number from 0 to 1 (a Loc), not {min_loc!r}")
     form: ExportForm = "merged" if merged else "self-contained"
     name = model if model is not None else saved.config["base_model_name_or_path"]
     source = resolve_model(name)
@@ -82,7 +84,7 @@ def export_model(model: str | None, delta: str | Path, out: str | Path, *, merge
     if log:
         log(f"loading model {name}")
     base = load_base(name, device=device, dtype=_export_dtype(source, dtype))
-    check_base(saved, base.fingerprint, base.source.name)
+    check_base(saved, base.fingerprint, base.source.name, base.model)
     metrics, merge_note = _edit_and_measure(base, saved, merged, log)
     below = metrics.merged is not None and metrics.merged.loc < min_loc
     if below and not force:
@@ -94,8 +96,10 @@ def export_model(model: str | None, delta: str | Path, out: str | Path, *, merge
     provenance = _provenance(form, base, saved, metrics, merge_note, min_loc if merged else None, below)
     if log:
         log(f"writing {out}")
-    with atomic_directory(out, overwrite=force) as tmp:
-        base.model.save_pretrained(tmp)
+    # the lock: two exports to one folder take turns, and what a killed one left there is removed
+    with writing(out, log=log), atomic_directory(out, overwrite=force) as tmp:
+        with no_progress_bars():  # transformers' "Writing model shards" bar would litter stderr
+            base.model.save_pretrained(tmp)
         _save_tokenizer(base.source, tmp)
         if merged:
             atomic_write_text(tmp / MERGED_EDITS_FILE, saved.edits_text)

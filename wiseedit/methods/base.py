@@ -12,7 +12,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -84,6 +85,18 @@ class EditingMethod(ABC):
     def summary(self) -> dict:
         """A short JSON-able description of what the method holds (shown by ``wiseedit load``)."""
         return {"method": self.name}
+
+    def settings(self) -> dict:
+        """Every setting this method runs with, after its defaults and presets were applied, as JSON
+        (what ``results.json`` records): its dataclass ``config``, or its ``options`` dict, with the
+        edited module resolved (a ``module`` of None becomes the path :meth:`summary` reports).
+        Methods that keep their settings elsewhere override it."""
+        config = getattr(self, "config", None)
+        values = asdict(config) if is_dataclass(config) else dict(getattr(self, "options", None) or {})
+        module = self.summary().get("module")
+        if module is not None:
+            values["module"] = module
+        return json.loads(json.dumps(values, default=str))  # tuples -> lists, paths -> strings
 
     @contextmanager
     def query_tokens(self, mask: torch.Tensor) -> Iterator[None]:

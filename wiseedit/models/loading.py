@@ -13,6 +13,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from wiseedit.errors import BadInputError
 from wiseedit.models.fingerprint import base_fingerprint
+from wiseedit.models.quiet import no_progress_bars
 from wiseedit.models.resolve import ModelSource, resolve_model
 
 DType = Literal["auto", "float32", "bfloat16", "float16"]
@@ -50,9 +51,10 @@ def load_base(name: str, *, device: str = "auto", dtype: DType = "auto",
     device_map = _device_map(source.path, target, torch_dtype, automatic=device == "auto")
     try:
         # local_files_only + a local path: nothing is fetched, with or without HF_HUB_OFFLINE.
-        model = AutoModelForCausalLM.from_pretrained(
-            source.path, dtype=torch_dtype, device_map=device_map,
-            trust_remote_code=trust_remote_code, local_files_only=True)
+        with no_progress_bars():  # wiseedit reports its own stages; the bar would litter stderr
+            model = AutoModelForCausalLM.from_pretrained(
+                source.path, dtype=torch_dtype, device_map=device_map,
+                trust_remote_code=trust_remote_code, local_files_only=True)
     except OSError as error:
         raise BadInputError(f"the weights of model '{name}' in {source.path} cannot be loaded: "
                             f"{_first_line(error)}") from error

@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file
 
 from wiseedit.errors import BadInputError
-from wiseedit.models.fingerprint import base_fingerprint
+from wiseedit.models.fingerprint import base_fingerprint, same_base
 from wiseedit.recipe.config import RecipeConfig
 from wiseedit.recipe.encoder import SentenceEncoder
 from wiseedit.recipe.networks import RecipeNetworks
@@ -50,7 +50,7 @@ def check_base(meta: dict, llm, where: Path) -> None:
         raise BadInputError(f"the RECIPE checkpoint {where} was trained for an LLM of hidden size "
                             f"{base['hidden_size']}, but this model's is {hidden}")
     found = base_fingerprint(llm)
-    if base["fingerprint"] != found:
+    if not same_base(base["fingerprint"], llm, found):  # a v1 record (older checkpoints) is accepted too
         raise BadInputError(f"the RECIPE checkpoint {where} was meta-trained on another base model "
                             f"({base['fingerprint'][:19]}..., this one is {found[:19]}...); "
                             "meta-train one for this model")
