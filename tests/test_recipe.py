@@ -35,7 +35,7 @@ from transformers import BertConfig, BertModel
 
 from wiseedit.edits.record import EditRecord, LocalityProbe
 from wiseedit.errors import BadInputError
-from wiseedit.evaluation.batching import encode_pair, left_padded_prompts, right_padded
+from wiseedit.tokens import encode_pair, left_padded_prompts, right_padded
 from wiseedit.evaluation.metrics import agreement, argmax_predictions, generation_scores, token_accuracy
 from wiseedit.methods.base import MethodState
 from wiseedit.methods.registry import method_class

@@ -11,7 +11,7 @@ from wiseedit.edits.record import EditRecord
 from wiseedit.errors import BadInputError
 from wiseedit.methods.base import MethodState
 from wiseedit.testing import tiny_model, tiny_tokenizer
-from wiseedit.text import encode_pairs
+from wiseedit.tokens import encode_pairs
 from wiseedit.wise.memory import Memory, shard_mask
 from wiseedit.wise.merging import dare, linear, ties
 from wiseedit.wise.method import WiseMethod, WiseRetrieveMethod

@@ -17,7 +17,6 @@ from wiseedit.artifacts.atomic import backup_path, interrupted_write_message
 from wiseedit.artifacts.location import check_writable
 from wiseedit.edits import EditRecord, read_edits
 from wiseedit.errors import BadInputError, InputProblems
-from wiseedit.evaluation.batching import encode_pair
 from wiseedit.generation import continue_prompts
 from wiseedit.methods.base import EditingMethod, ProgressFn
 from wiseedit.methods.registry import MethodName, method_class
@@ -25,6 +24,7 @@ from wiseedit.models import DType, load_base, resolve_model
 from wiseedit.recipe.run import TrainingRun  # noqa: F401  (re-exported: wiseedit.TrainingRun)
 from wiseedit.recipe.run import train as train_recipe  # noqa: F401  (re-exported: wiseedit.train_recipe)
 from wiseedit.session import EditedModel, LogFn, attach, base_name, load_edited
+from wiseedit.tokens import encode_pair
 from wiseedit.wise.config import MergeAlgorithm
 
 WISE_METHODS = ("wise", "wise-retrieve")

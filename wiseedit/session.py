@@ -13,7 +13,7 @@ from typing import Callable
 
 from wiseedit.artifacts import Delta, check_base, load_delta, short_hash
 from wiseedit.errors import BadInputError
-from wiseedit.export.detect import exported_delta
+from wiseedit.artifacts.exported import exported_delta
 from wiseedit.generation import complete
 from wiseedit.methods.base import EditingMethod
 from wiseedit.methods.registry import method_class

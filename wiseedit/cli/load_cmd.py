@@ -50,7 +50,7 @@ def load_command(
     json_output: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    from wiseedit.export.detect import PROVENANCE_FILE, exported_delta
+    from wiseedit.artifacts.exported import PROVENANCE_FILE, exported_delta
     from wiseedit.session import load_edited
 
     if compare and delta is None and exported_delta(model) is None:

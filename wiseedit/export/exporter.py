@@ -21,7 +21,7 @@ from wiseedit.artifacts.location import check_writable
 from wiseedit.errors import BadInputError, WiseEditError
 from wiseedit.export import measure
 from wiseedit.export.card import CardFacts, model_card
-from wiseedit.export.detect import DELTA_SUBDIR, MERGED_EDITS_FILE, PROVENANCE_FILE
+from wiseedit.artifacts.exported import DELTA_SUBDIR, MERGED_EDITS_FILE, PROVENANCE_FILE
 from wiseedit.export.merged import LocalityTooLow, bake, check_mergeable, consolidated_delta
 from wiseedit.export.selfcontained import add_remote_code, copy_delta, remove_remote_code
 from wiseedit.models import DType, LoadedModel, ModelSource, base_fingerprint, get_module, load_base, resolve_model

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal, Sequence
 
 from wiseedit.evaluation.metrics import agreement, argmax_predictions, token_accuracy
-from wiseedit.wise.irrelevant import default_pool
+from wiseedit.data.irrelevant import default_pool
 
 Pair = tuple[str, str]
 ProbeSource = Literal["edits", "default-pool"]

@@ -3,13 +3,13 @@ irrelevant rows."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import torch
 
 from wiseedit.edits.record import EditRecord
-from wiseedit.text import EncodedPairs, encode_pairs, special_token_mask
+from wiseedit.tokens import TokenBatch, encode_pairs, special_token_mask
 
 
 @dataclass
@@ -43,15 +43,14 @@ def build_batch(tokenizer, edits: Sequence[EditRecord], templates: Sequence[str]
                      num_edit_rows=len(edits) * len(templates) + len(rehearsed))
 
 
-def build_prompt_batch(tokenizer, prompts: Sequence[str], templates: Sequence[str]) -> EncodedPairs:
+def build_prompt_batch(tokenizer, prompts: Sequence[str], templates: Sequence[str]) -> TokenBatch:
     """Every prompt under every template, without targets, with the routing mask of
     :func:`build_batch` as ``prompt_mask`` (to score a memory on the edits it holds)."""
     enc = encode_pairs(tokenizer, [(t.format(p), None) for p in prompts for t in templates])
-    enc.prompt_mask = _routing_mask(tokenizer, enc, [t for _ in prompts for t in templates])
-    return enc
+    return replace(enc, prompt_mask=_routing_mask(tokenizer, enc, [t for _ in prompts for t in templates]))
 
 
-def _routing_mask(tokenizer, enc: EncodedPairs, row_templates: Sequence[str]) -> torch.Tensor:
+def _routing_mask(tokenizer, enc: TokenBatch, row_templates: Sequence[str]) -> torch.Tensor:
     route = enc.prompt_mask & ~special_token_mask(tokenizer, enc.input_ids)
     for r, template in enumerate(row_templates):
         context = template.split("{}")[0].rstrip()

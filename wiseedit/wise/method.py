@@ -24,7 +24,8 @@ from wiseedit.models.presets import edited_module_path, preset_for
 from wiseedit.wise.activation_cache import decoder_layers_of
 from wiseedit.wise.batch import build_batch, build_prompt_batch
 from wiseedit.wise.config import AUTO_DEFAULTS, WiseConfig
-from wiseedit.wise.irrelevant import default_pool, irrelevant_row
+from wiseedit.data.irrelevant import default_pool
+from wiseedit.wise.irrelevant import irrelevant_row
 from wiseedit.wise.memory import Memory, merge_seed, shard_mask, shard_mask_seed
 from wiseedit.wise.merging import merge
 from wiseedit.wise.routing import RoutingState, install_routing_hook
