@@ -273,7 +273,7 @@ def test_cosine_gate_answers_a_query_above_a_share_of_the_edits_own_prompt_cosin
         save_file(state.tensors, tmp_path / "delta.safetensors")
     finally:
         m.detach()
-    saved = MethodState(state.config, load_file(tmp_path / "delta.safetensors"))
+    saved = MethodState(state.config, load_file(tmp_path / "delta.safetensors"), settings=state.settings)
     restored = RecipeMethod.restore(llama.llm, tok, saved)
     try:
         assert torch.equal(restored.store.own_cosines, own)
@@ -304,17 +304,18 @@ def test_a_delta_saved_without_own_prompt_cosines_loads_for_the_sentinel_gate_on
     finally:
         m.detach()
     older = {k: v for k, v in state.tensors.items() if k != "own_cosines"}  # as saved before they were recorded
-    options = {k: v for k, v in state.config["options"].items() if k not in ("gate", "cosine_ratio")}
+    # a delta of format 1 (settings inside the state, as "options") saved before the gate was an option
+    options = {k: v for k, v in state.settings.items() if k not in ("gate", "cosine_ratio")}
     restored = RecipeMethod.restore(llama.llm, tok, MethodState({**state.config, "options": options}, older))
     try:
-        assert restored.options["gate"] == "sentinel"  # what a delta saved before the gates was made with
+        assert restored.config.gate == "sentinel"  # what a delta saved before the gates was made with
         assert bool(restored.store.own_cosines.isnan().all())
         assert [r.margin for r in restored.lookup([e.prompt for e in llama.world.train[:5]])] == expected
     finally:
         restored.detach()
-    cosine = {**state.config, "options": {**state.config["options"], "gate": "cosine"}}
     with pytest.raises(BadInputError, match="saved before wiseedit recorded each edit's own-prompt cosine"):
-        RecipeMethod.restore(llama.llm, tok, MethodState(cosine, older))
+        RecipeMethod.restore(llama.llm, tok, MethodState(state.config, older, settings={**state.settings,
+                                                                                        "gate": "cosine"}))
 
 
 # -- mechanics (Llama and GPT-2) ---------------------------------------------------------------------
@@ -402,7 +403,7 @@ def test_state_restore_is_bit_identical(setup, method, tmp_path):
     state = method.state()
     save_file(state.tensors, tmp_path / "delta.safetensors")  # what the delta writer does
     method.detach()
-    reloaded = MethodState(state.config, load_file(tmp_path / "delta.safetensors"))
+    reloaded = MethodState(state.config, load_file(tmp_path / "delta.safetensors"), settings=state.settings)
     restored = RecipeMethod.restore(setup.llm, tok, reloaded)
     try:
         for name, tensor in restored.state().tensors.items():
@@ -432,7 +433,7 @@ def test_fresh_reuses_the_loaded_checkpoint_and_starts_empty(llama):
     created.detach()
     fresh = created.fresh()
     try:
-        assert fresh.networks is created.networks and fresh.options == created.options and len(fresh.store) == 0
+        assert fresh.networks is created.networks and fresh.config == created.config and len(fresh.store) == 0
         assert torch.equal(logits(fresh), base)  # nothing stored: the base model
         fresh.apply(llama.world.train[:10])
         reused = logits(fresh)

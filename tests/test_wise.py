@@ -60,7 +60,8 @@ def roundtrip(state: MethodState) -> MethodState:
     """Through JSON and a CPU copy, as a delta directory stores it."""
     import json
 
-    return MethodState(json.loads(json.dumps(state.config)), {k: v.clone() for k, v in state.tensors.items()})
+    return MethodState(json.loads(json.dumps(state.config)), {k: v.clone() for k, v in state.tensors.items()},
+                       settings=json.loads(json.dumps(state.settings)))
 
 
 @pytest.fixture(scope="module")

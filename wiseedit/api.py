@@ -18,7 +18,7 @@ from wiseedit.artifacts.location import check_writable
 from wiseedit.edits import EditRecord, read_edits
 from wiseedit.errors import BadInputError, InputProblems
 from wiseedit.generation import continue_prompts
-from wiseedit.methods.base import EditingMethod, ProgressFn
+from wiseedit.methods.base import ProgressFn
 from wiseedit.methods.registry import MethodName, method_class
 from wiseedit.models import DType, load_base, resolve_model
 from wiseedit.recipe.run import TrainingRun  # noqa: F401  (re-exported: wiseedit.TrainingRun)
@@ -122,7 +122,7 @@ def edit(model: str | None, edits: str | Path | Sequence[EditRecord], *, method:
     if previous is not None:
         editor = attach(base, previous)
     else:
-        editor = _create(cls, base, name, options)
+        editor = cls.create(base.model, base.tokenizer, dict(options or {}))
         base.model.wiseedit = editor
     pairs = [encode_pair(base.tokenizer, r.prompt, r.target) for r in records]
     prompts = [p.prompt_ids for p in pairs]
@@ -141,7 +141,7 @@ def edit(model: str | None, edits: str | Path | Sequence[EditRecord], *, method:
     saved = save_delta(
         target, method=name, state=editor.state(), edited_module=editor.summary().get("module"),
         base_name=base_name(base.source), base_revision=base.source.revision,
-        base_fingerprint=base.fingerprint, seed=_seed(editor, previous),
+        base_fingerprint=base.fingerprint, seed=editor.seed if previous is None else previous.config["seed"],
         new_edits=[r.to_json() for r in records], previous=previous, overwrite=overwrite)
     outcomes = [
         EditOutcome(r.id, r.prompt, r.target, b.text, a.text, a.ids[:len(p.answer_ids)] == p.answer_ids)
@@ -249,19 +249,3 @@ def _check_target(target: Path, previous: Delta | None, overwrite: bool) -> None
         raise BadInputError(f"{target} is a non-empty folder that is not a wiseedit delta; refusing to "
                             "replace it even with --force: pass --out with another path")
 
-
-def _create(cls: type[EditingMethod], base, name: str, options: dict | None) -> EditingMethod:
-    try:
-        return cls.create(base.model, base.tokenizer, dict(options or {}))
-    except ValueError as error:
-        if not options:
-            raise
-        # GRACE / FT-L validate their options with ValueError; to the user it is bad input
-        raise BadInputError(f"invalid options for method {name}: {error}") from error
-
-
-def _seed(editor: EditingMethod, previous: Delta | None) -> int | None:
-    if previous is not None:
-        return previous.config["seed"]
-    seed = getattr(getattr(editor, "config", None), "seed", None)
-    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None

@@ -235,8 +235,6 @@ def _check_methods(base, config: EvalConfig) -> None:
     for name in config.methods:
         try:
             method = method_class(name).create(base.model, base.tokenizer, config.method_options(name))
-        except ValueError as error:  # GRACE / FT-L validate their settings with ValueError
-            raise BadInputError(f"method {name} cannot be created: {error}") from error
         except BadInputError as error:
             raise BadInputError(f"method {name} cannot be created: {error}") from error
         method.detach()

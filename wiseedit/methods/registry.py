@@ -1,11 +1,14 @@
-"""Method names as the CLI and the delta config spell them, mapped to their classes.
+"""The editing methods, by the names the CLI and the delta config spell them: one table, in one place.
 
-Imports are lazy so that ``wiseedit --help`` does not import every method's dependencies.
+Each entry names a method and the function that imports its class, so that ``wiseedit --help``
+(which lists the names) does not import torch; :func:`method_class` checks that the class it gets
+carries the name it is registered under.
 """
 
 from __future__ import annotations
 
-from importlib import import_module
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from wiseedit.errors import BadInputError
@@ -13,26 +16,73 @@ from wiseedit.errors import BadInputError
 if TYPE_CHECKING:  # importing the base class would import torch: the CLI reads the names without it
     from wiseedit.methods.base import EditingMethod
 
-# name -> "module:Class"; a tuple, not a dict, so nothing can register into it at run time
-_METHODS: tuple[tuple[str, str], ...] = (
-    ("wise", "wiseedit.wise.method:WiseMethod"),
-    ("wise-retrieve", "wiseedit.wise.method:WiseRetrieveMethod"),
-    ("recipe", "wiseedit.recipe.method:RecipeMethod"),
-    ("grace", "wiseedit.baselines.grace:GraceMethod"),
-    ("ft-l", "wiseedit.baselines.ft_l:FineTuneMethod"),
-    ("none", "wiseedit.methods.none:NoEdit"),
+
+def _wise() -> type[EditingMethod]:
+    from wiseedit.wise.method import WiseMethod
+
+    return WiseMethod
+
+
+def _wise_retrieve() -> type[EditingMethod]:
+    from wiseedit.wise.method import WiseRetrieveMethod
+
+    return WiseRetrieveMethod
+
+
+def _recipe() -> type[EditingMethod]:
+    from wiseedit.recipe.method import RecipeMethod
+
+    return RecipeMethod
+
+
+def _grace() -> type[EditingMethod]:
+    from wiseedit.baselines.grace import GraceMethod
+
+    return GraceMethod
+
+
+def _ft_l() -> type[EditingMethod]:
+    from wiseedit.baselines.ft_l import FineTuneMethod
+
+    return FineTuneMethod
+
+
+def _none() -> type[EditingMethod]:
+    from wiseedit.methods.none import NoEdit
+
+    return NoEdit
+
+
+@dataclass(frozen=True)
+class Registered:
+    """One editing method: its name and how to import its class."""
+
+    name: str
+    load: Callable[[], type[EditingMethod]]
+
+
+#: Every method, in the order help texts list them (a tuple: nothing registers into it at run time).
+METHODS: tuple[Registered, ...] = (
+    Registered("wise", _wise),
+    Registered("wise-retrieve", _wise_retrieve),
+    Registered("recipe", _recipe),
+    Registered("grace", _grace),
+    Registered("ft-l", _ft_l),
+    Registered("none", _none),
 )
 
-METHOD_NAMES: tuple[str, ...] = tuple(name for name, _ in _METHODS)
+METHOD_NAMES: tuple[str, ...] = tuple(m.name for m in METHODS)
 
-#: The same names as a type, for typed signatures and the CLI's choices (kept equal to METHOD_NAMES).
-MethodName = Literal["wise", "wise-retrieve", "recipe", "grace", "ft-l", "none"]
+#: The names as a type, for typed signatures and the CLI's choices (built from :data:`METHODS`).
+MethodName = Literal[METHOD_NAMES]  # type: ignore[valid-type]
 
 
 def method_class(name: str) -> type[EditingMethod]:
     """The class implementing method `name` (one of :data:`METHOD_NAMES`)."""
-    for known, target in _METHODS:
-        if known == name:
-            module, cls = target.split(":")
-            return getattr(import_module(module), cls)
+    for method in METHODS:
+        if method.name == name:
+            cls = method.load()
+            if cls.name != name:  # a class registered under another name would save deltas it cannot read
+                raise AssertionError(f"{cls.__name__} is registered as {name!r} but names itself {cls.name!r}")
+            return cls
     raise BadInputError(f"unknown method {name!r}; choose one of: {', '.join(METHOD_NAMES)}")
