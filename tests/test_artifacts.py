@@ -12,7 +12,7 @@ from safetensors import safe_open
 from wiseedit.artifacts import (
     atomic_directory,
     backup_path,
-    check_base,
+    check_delta_base,
     default_delta_dir,
     load_delta,
     save_delta,
@@ -153,9 +153,9 @@ def test_crash_between_renames_is_reported_with_the_restore_command(tmp_path):
 
 def test_different_base_fingerprint_is_refused(tmp_path):
     delta = _save(tmp_path / "d")
-    check_base(delta, FP_A, "tiny-llama")  # same weights: fine
+    check_delta_base(delta, FP_A, "tiny-llama")  # same weights: fine
     with pytest.raises(BadInputError) as info:
-        check_base(delta, FP_B, "other-llama")
+        check_delta_base(delta, FP_B, "other-llama")
     message = str(info.value)
     assert short_hash(FP_A) in message and short_hash(FP_B) in message
     assert short_hash(FP_A) == "sha256:abcdabcdabcd…" and "\n" not in message

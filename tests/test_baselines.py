@@ -23,7 +23,7 @@ from wiseedit.baselines.grace.codebook import GraceCodebook
 from wiseedit.edits.record import EditRecord
 from wiseedit.errors import BadInputError
 from wiseedit.methods.base import MethodState
-from wiseedit.methods.registry import method_class
+from wiseedit.registry import method_class
 from wiseedit.testing.tiny import tiny_model, tiny_tokenizer
 
 ARCHS = ("llama", "gpt2")

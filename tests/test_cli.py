@@ -67,7 +67,7 @@ def test_version(run):
 
 
 def test_cli_choices_are_the_library_ones():
-    from wiseedit.methods.registry import METHOD_NAMES, MethodName
+    from wiseedit.registry import METHOD_NAMES, MethodName
     from wiseedit.models import DType
 
     assert get_args(DTypeChoice) == get_args(DType)

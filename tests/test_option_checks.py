@@ -15,7 +15,7 @@ from wiseedit.baselines.grace import GraceConfig
 from wiseedit.cli.app import app
 from wiseedit.errors import BadInputError
 from wiseedit.evaluation.runner import EvalConfig
-from wiseedit.methods.registry import METHOD_NAMES, method_class
+from wiseedit.registry import METHOD_NAMES, method_class
 from wiseedit.wise.config import WiseConfig
 
 NAN, INF = float("nan"), float("inf")

@@ -38,7 +38,7 @@ from wiseedit.errors import BadInputError
 from wiseedit.tokens import encode_pair, left_padded_prompts, right_padded
 from wiseedit.evaluation.metrics import agreement, argmax_predictions, generation_scores, token_accuracy
 from wiseedit.methods.base import MethodState
-from wiseedit.methods.registry import method_class
+from wiseedit.registry import method_class
 from wiseedit.recipe.checkpoint import META_FILE, TRAINING_FILE, WEIGHTS_FILE, list_checkpoints, load_networks
 from wiseedit.recipe.config import RecipeConfig
 from wiseedit.recipe.data import TrainItem
@@ -241,7 +241,7 @@ def test_sentinel_offset_makes_retrieval_stricter_and_is_saved(llama):
         assert sum(r.hit for r in found) == 5 and all(r.hit == (r.margin > offset) for r in found)
         # a miss runs the base model unchanged, a hit is prefixed (its argmax may or may not move)
         assert [torch.equal(last_logits(p), b) for p, b in zip(prompts, base)] == [not r.hit for r in found]
-        assert strict.state().config["options"]["sentinel_offset"] == offset  # saved with the delta
+        assert strict.state().settings["sentinel_offset"] == offset  # saved with the delta
     finally:
         strict.detach()
 

@@ -19,11 +19,11 @@ from wiseedit.edits import EditRecord, read_edits
 from wiseedit.errors import BadInputError, InputProblems
 from wiseedit.generation import continue_prompts
 from wiseedit.methods.base import ProgressFn
-from wiseedit.methods.registry import MethodName, method_class
+from wiseedit.registry import MethodName, method_class
 from wiseedit.models import DType, load_base, resolve_model
 from wiseedit.recipe.run import TrainingRun  # noqa: F401  (re-exported: wiseedit.TrainingRun)
 from wiseedit.recipe.run import train as train_recipe  # noqa: F401  (re-exported: wiseedit.train_recipe)
-from wiseedit.session import EditedModel, LogFn, attach, base_name, load_edited
+from wiseedit.session import EditedModel, LogFn, attach, base_name, load_edited, recorded_base
 from wiseedit.tokens import encode_pair
 from wiseedit.wise.config import MergeAlgorithm
 
@@ -78,6 +78,11 @@ class EditResult:
         """How many of the new edits the edited model recalls (greedy, exact tokens)."""
         return sum(o.recalled for o in self.outcomes)
 
+    def __repr__(self) -> str:  # the default would print the model, the saved state and every outcome
+        return (f"EditResult(delta={str(self.delta.path)!r}, method={self.method!r}, edits={len(self.outcomes)}, "
+                f"recalled={self.recalled}, total_edits={self.delta.num_edits}, "
+                f"seconds_per_edit={self.seconds_per_edit:.3g})")
+
     def to_json(self) -> dict:
         return {"delta": str(self.delta.path), "method": self.method, "edits": len(self.outcomes),
                 "total_edits": self.delta.num_edits, "seconds_per_edit": self.seconds_per_edit,
@@ -109,7 +114,7 @@ def edit(model: str | None, edits: str | Path | Sequence[EditRecord], *, method:
         cls.check_options(dict(options or {}))
     else:
         _check_new_ids(records, previous)
-    model_name = model if model is not None else _recorded_base(previous)
+    model_name = model if model is not None else recorded_base(previous)
     source = resolve_model(model_name)
     target = Path(out) if out is not None else (
         previous.path if previous is not None else default_delta_dir(source.path, source.builtin, source.name,
@@ -157,6 +162,9 @@ class MergeResult:
     delta: Delta
     merged: int  # shards merged; 0: there was nothing to merge and nothing was written
     summary: dict
+
+    def __repr__(self) -> str:
+        return f"MergeResult(delta={str(self.delta.path)!r}, method={self.delta.method!r}, merged={self.merged})"
 
     def to_json(self) -> dict:
         return {"delta": str(self.delta.path), "method": self.delta.method, "merged_shards": self.merged,
@@ -206,18 +214,15 @@ def _method_name(method: str | None, previous: Delta | None, options: dict | Non
     if previous is None:
         return method or DEFAULT_METHOD
     if method is not None and method != previous.method:
-        raise BadInputError(f"delta {previous.path} was made with {previous.method}, not {method}: leave "
-                            "--method out to continue it, or start a new delta with --out")
+        made = f"delta {previous.path} was made with {previous.method}, not {method}"
+        raise BadInputError(f"{made}: leave method None to continue it, or start a new delta with out=<folder>",
+                            cli=f"{made}: leave --method out to continue it, or start a new delta with --out")
     if options:
-        raise BadInputError(f"delta {previous.path} keeps the settings it was made with; --option, --layer, "
-                            "--module and --seed only apply to a new delta (start one with --out)")
+        kept = f"delta {previous.path} keeps the settings it was made with"
+        raise BadInputError(f"{kept}; options only apply to a new delta (start one with out=<folder>)",
+                            cli=f"{kept}; --option, --layer, --module and --seed only apply to a new delta "
+                                "(start one with --out)")
     return previous.method
-
-
-def _recorded_base(previous: Delta | None) -> str:
-    if previous is None:
-        raise BadInputError("no model given: pass --model (a folder, an alias or a Hugging Face id)")
-    return previous.config["base_model_name_or_path"]
 
 
 def _check_new_ids(records: Sequence[EditRecord], previous: Delta) -> None:
@@ -241,11 +246,15 @@ def _check_target(target: Path, previous: Delta | None, overwrite: bool) -> None
     if previous is not None and target.resolve() == Path(previous.path).resolve():
         return  # appending in place
     if not target.is_dir():
-        raise BadInputError(f"{target} exists and is not a directory: pass --out with another path")
+        raise BadInputError(f"{target} exists and is not a directory: give another out",
+                            cli=f"{target} exists and is not a directory: pass --out with another path")
     if not overwrite:
-        raise BadInputError(f"{target} already exists: pass --delta {target} to continue editing it, "
-                            "--out DIR to write elsewhere, or --force to replace it")
+        raise BadInputError(f"{target} already exists: pass delta={str(target)!r} to continue editing it, "
+                            "another out to write elsewhere, or overwrite=True to replace it",
+                            cli=f"{target} already exists: pass --delta {target} to continue editing it, "
+                                "--out DIR to write elsewhere, or --force to replace it")
     if not (target / CONFIG_FILE).is_file() and any(target.iterdir()):
-        raise BadInputError(f"{target} is a non-empty folder that is not a wiseedit delta; refusing to "
-                            "replace it even with --force: pass --out with another path")
+        not_delta = f"{target} is a non-empty folder that is not a wiseedit delta; refusing to replace it"
+        raise BadInputError(f"{not_delta} even with overwrite=True: give another out",
+                            cli=f"{not_delta} even with --force: pass --out with another path")
 

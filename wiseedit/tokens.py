@@ -23,7 +23,7 @@ pass (:func:`right_padded`, :func:`encode_pairs`), or left-padded prompts for ``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, Sequence, TypeVar
 
 import torch
@@ -58,9 +58,9 @@ class TokenBatch:
         return self.input_ids.masked_fill(~self.answer_mask, -100)
 
     def to(self, device: torch.device | str) -> "TokenBatch":
-        """The same batch with its tensors on `device`."""
-        return TokenBatch(self.input_ids.to(device), self.attention_mask.to(device),
-                          self.prompt_mask.to(device), self.answer_mask.to(device), self.answer_spans)
+        """The same batch (of the same class, other fields kept) with its tensors on `device`."""
+        return replace(self, input_ids=self.input_ids.to(device), attention_mask=self.attention_mask.to(device),
+                       prompt_mask=self.prompt_mask.to(device), answer_mask=self.answer_mask.to(device))
 
 
 def pad_token_id(tokenizer) -> int:

@@ -36,7 +36,7 @@ from wiseedit.artifacts.reading import (
     FORMAT_VERSION,
     TENSORS_FILE,
     read_config,
-    read_edits,
+    read_edit_log,
     read_tensors,
     short_hash,
 )
@@ -54,6 +54,9 @@ class Delta:
     state: MethodState
     edits_log: list[dict]
     edits_text: str | None = field(default=None, repr=False, compare=False)  # edits.jsonl verbatim
+
+    def __repr__(self) -> str:  # the default would print every tensor and every line of the log
+        return f"Delta(path={str(self.path)!r}, method={self.method!r}, num_edits={self.num_edits})"
 
     @property
     def method(self) -> str:
@@ -194,7 +197,7 @@ def load_delta(path: Path) -> Delta:
     path = Path(path)
     config = read_config(path)
     tensors = read_tensors(path, config["method"])
-    edits_text, log = read_edits(path, config["num_edits"])
+    edits_text, log = read_edit_log(path, config["num_edits"])
     return Delta(path, config, _method_state(config, tensors, path), log, edits_text)
 
 
@@ -204,7 +207,7 @@ def _method_state(config: dict, tensors: dict[str, torch.Tensor], path: Path) ->
     return MethodState(config["method_state"], tensors, path, settings=config.get("method_settings"))
 
 
-def check_base(delta: Delta, fingerprint: str, base_name: str) -> None:
+def check_delta_base(delta: Delta, fingerprint: str, base_name: str) -> None:
     """Refuse (BadInputError) to use `delta` on a model whose weights' `fingerprint` differs from the
     base the delta was made on; `base_name` names the loaded model in the message."""
     if fingerprint == delta.base_fingerprint:

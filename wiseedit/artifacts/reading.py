@@ -133,7 +133,7 @@ def read_tensors(path: Path, method: str) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def read_edits(path: Path, num_edits: int) -> tuple[str, list[dict]]:
+def read_edit_log(path: Path, num_edits: int) -> tuple[str, list[dict]]:
     """``edits.jsonl`` of `path`, verbatim and parsed; checks ``seq`` runs 1..`num_edits`."""
     file = path / EDITS_FILE
     if not file.is_file():

@@ -53,7 +53,8 @@ class SingleModuleMethod(EditingMethod):
 
     def apply(self, edits: Sequence[EditRecord], progress: ProgressFn | None = None) -> None:
         if not self.attached:
-            raise RuntimeError(f"this {self.config_class.label} method was detached: create or restore a new one to edit")
+            raise RuntimeError(f"this {self.config_class.label} method was detached: create or restore a new one "
+                               "to edit")
         for i, edit in enumerate(edits):
             self._edit(edit)
             self.num_edits += 1

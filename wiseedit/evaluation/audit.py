@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wiseedit.artifacts import EDITS_FILE, Delta, check_base, load_delta
+from wiseedit.artifacts import EDITS_FILE, Delta, check_delta_base, load_delta
 from wiseedit.edits import EditRecord, to_edit_record
 from wiseedit.errors import BadInputError, InputProblems
 from wiseedit.evaluation.protocol import BlockResult, base_locality_predictions, figures, measure
@@ -55,7 +55,7 @@ def evaluate_delta(delta: str | Path, *, model: str | None = None, output_path: 
     if log:
         log(f"loading model {name}")
     base = load_base(name, device=device, dtype=dtype)
-    check_base(saved, base.fingerprint, base.source.name)  # before any work on a base it does not fit
+    check_delta_base(saved, base.fingerprint, base.source.name)  # before any work on a base it does not fit
     identity = model_identity(base)
     run_identity = {"config": config, "data": data, "model": {k: identity[k] for k in ("fingerprint", "dtype")}}
     if folder is not None:
