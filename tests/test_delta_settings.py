@@ -90,3 +90,26 @@ def test_a_format_2_delta_without_settings_is_refused(model_dir, edits_file, tmp
     file.write_text(json.dumps(config))
     with pytest.raises(BadInputError, match="method_settings should be an object"):
         load_delta(tmp_path / "d")
+
+
+@pytest.mark.parametrize("format_version", [1, 2])
+def test_bundling_a_recipe_checkpoint_repoints_the_settings_of_either_format(tmp_path, format_version):
+    from wiseedit.recipe.checkpoint import META_FILE, TOKENIZER_DIR, WEIGHTS_FILE, bundle_checkpoint, weights_sha256
+
+    checkpoint = tmp_path / "ckpt"
+    (checkpoint / TOKENIZER_DIR).mkdir(parents=True)
+    (checkpoint / META_FILE).write_text("{}")
+    (checkpoint / WEIGHTS_FILE).write_bytes(b"weights")
+    (checkpoint / TOKENIZER_DIR / "tokenizer.json").write_text("{}")
+    options = {"checkpoint": str(checkpoint), "gate": "cosine"}
+    state = {"version": 1, "checkpoint_sha256": weights_sha256(checkpoint), "ids": []}
+    config = ({"format_version": 2, "method_settings": options, "method_state": state} if format_version == 2
+              else {"format_version": 1, "method_state": {**state, "options": options}})
+    delta = tmp_path / "delta"
+    delta.mkdir()
+    (delta / "wiseedit_config.json").write_text(json.dumps(config))
+    target = bundle_checkpoint(delta, "wiseedit_config.json", origin=tmp_path)
+    assert (target / WEIGHTS_FILE).read_bytes() == b"weights"
+    saved = json.loads((delta / "wiseedit_config.json").read_text())
+    settings = saved["method_settings"] if format_version == 2 else saved["method_state"]["options"]
+    assert settings == {"checkpoint": "recipe_checkpoint", "gate": "cosine"}
