@@ -304,7 +304,8 @@ def test_ids_already_in_the_delta_are_refused_with_file_and_line(run, model_dir,
     assert again.exit_code == 2
     lines = again.stderr.strip().splitlines()
     assert lines == [f"error: {edits_file}:{n}: id: {i!r} is already an edit of {delta}; give this edit an id of "
-                     "its own (an edit without an id is named <file name>:<line>)"
+                     "its own (an edit without an id is named <file name>:<line>, or <file name>:<n> for the n-th "
+                     "record of a JSON array)"
                      for n, i in ((1, "a"), (2, "b"), (3, "edits:3"))]
     assert snapshot(delta) == saved
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from wiseedit.edits import EditRecord, LocalityProbe, PortabilityProbe, read_edits
-from wiseedit.errors import BadInputError, InputProblems
+from wiseedit.errors import BadInputError, EditFileWarning, InputProblems
 
 DATA = Path("/work/shared/data")
 OK = {"prompt": "a", "target": "b"}  # a valid native record to build variants from
@@ -46,7 +46,8 @@ def test_native_full_record(tmp_path):
         "portability": [{"prompt": "The Eiffel Tower's capital city is", "answer": "Lyon"}],
         "irrelevant": "Bananas are yellow.", "note": "kept",
     }
-    [edit] = read_edits(write(tmp_path, "\n" + jsonl(rec)))  # a leading blank line is skipped
+    with pytest.warns(EditFileWarning, match="'note' \\(first at line 2\\)"):
+        [edit] = read_edits(write(tmp_path, "\n" + jsonl(rec)))  # a leading blank line is skipped
     assert edit == EditRecord(
         prompt="The capital of France is", target="Lyon", id="7", subject="France",
         rephrase=("France's capital is", "The French capital is"),
@@ -74,7 +75,7 @@ def test_zsre_layout(tmp_path):
     bare = {"src": "Who is X's sister?", "alt": "Z", "rephrase": "X's sister is?"}  # no loc/portability
     edit, plain = read_edits(write(tmp_path, json.dumps([rec, bare], indent=2), "zsre.json"))
     assert (edit.prompt, edit.target, edit.subject) == ("When was IAAF founded?", "2006", "IAAF")
-    assert edit.id == "zsre:2"
+    assert edit.id == "zsre:1"  # a JSON array numbers its records, not its lines
     assert edit.rephrase == ("IAAF began in?",)
     assert edit.locality == (LocalityProbe("nq question: who sang x", "Y"),)  # prefix kept verbatim
     assert edit.portability == (PortabilityProbe("Q?", "A"),)

@@ -188,8 +188,10 @@ def test_grace_recalls_and_fail_under_names_the_failing_figure(run, model_dir, s
     written = json.loads((out / "results.json").read_text())
     assert stable(written) == stable({k: v for k, v in document.items() if k != "rows"})
     assert written["config"] == {"suite": str(suite_file), "methods": ["grace", "none"], "options": {},
-                                 "T": [1, 3], "limit": None, "seed": None, "mode": "lifelong"}
-    assert set(written["model"]) == {"name", "fingerprint", "model_type", "dtype"}
+                                 "T": [1, 3], "limit": None, "seed": None, "mode": "lifelong",
+                                 "chat_template": "auto"}
+    assert set(written["model"]) == {"name", "fingerprint", "model_type", "dtype", "chat_template"}
+    assert written["model"]["chat_template"] is None  # the tiny tokenizer has none: prompts went in raw
     assert written["model"]["model_type"] == "llama" and written["model"]["fingerprint"].startswith("sha256:")
     assert written["data"]["sha256"].startswith("sha256:") and written["data"]["edits"] == 3
     assert set(written["versions"]) == {"wiseedit", "torch", "transformers"}

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "wiseedit"
 #: README's floors, bottom first: a module or package (its path under wiseedit/) -> its floor.
 FLOORS = {
     "errors.py": 1, "tokens.py": 1, "devices.py": 1,
-    "edits": 2, "data": 2, "methods": 2, "models": 2, "artifacts": 2,
+    "edits": 2, "data": 2, "chat.py": 2, "methods": 2, "models": 2, "artifacts": 2,
     "wise": 3, "recipe": 3, "baselines": 3, "world": 3, "testing": 3,
     "registry.py": 4, "session.py": 4, "generation.py": 4,
     "evaluation": 5, "export": 5,

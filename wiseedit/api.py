@@ -1,5 +1,5 @@
 """The library API the CLI wraps: load an edited model, edit a model, merge WISE shards, meta-train
-RECIPE (:func:`train_recipe`, defined in :mod:`wiseedit.recipe.run`).
+RECIPE (:func:`train_recipe`, defined in :mod:`wiseedit.recipe.training.run`).
 
 Every function validates what it can before loading a model (edit file, delta directory, output
 location), and writes nothing until the very end, atomically: a failure leaves the disk as it was.
@@ -15,14 +15,17 @@ from typing import Sequence, TextIO, get_args
 from wiseedit.artifacts import CONFIG_FILE, Delta, default_delta_dir, load_delta, save_delta
 from wiseedit.artifacts.atomic import backup_path, interrupted_write_message
 from wiseedit.artifacts.location import check_writable
+from wiseedit.chat import ChatFormat
 from wiseedit.edits import EditRecord, read_edits
 from wiseedit.errors import BadInputError, InputProblems
 from wiseedit.generation import continue_prompts
 from wiseedit.methods.base import ProgressFn
 from wiseedit.registry import MethodName, method_class
 from wiseedit.models import DType, load_base, resolve_model
-from wiseedit.recipe.run import TrainingRun  # noqa: F401  (re-exported: wiseedit.TrainingRun)
-from wiseedit.recipe.run import train as train_recipe  # noqa: F401  (re-exported: wiseedit.train_recipe)
+from wiseedit.models.context import check_context
+from wiseedit.models.loading import load_tokenizer
+from wiseedit.recipe.training.run import TrainingRun  # noqa: F401  (re-exported: wiseedit.TrainingRun)
+from wiseedit.recipe.training.run import train as train_recipe  # noqa: F401  (re-exported: wiseedit.train_recipe)
 from wiseedit.session import EditedModel, LogFn, attach, base_name, load_edited, recorded_base
 from wiseedit.tokens import encode_pair
 from wiseedit.wise.config import MergeAlgorithm
@@ -93,7 +96,7 @@ def edit(model: str | None, edits: str | Path | Sequence[EditRecord], *, method:
          options: dict | None = None, delta: str | Path | None = None, out: str | Path | None = None,
          device: str = "auto", dtype: DType = "auto", overwrite: bool = False,
          progress: ProgressFn | None = None, log: LogFn | None = None,
-         stdin: TextIO | None = None) -> EditResult:
+         stdin: TextIO | None = None, chat_template: str | None = None) -> EditResult:
     """Teach `model` the `edits` and save what was learned as a delta directory.
 
     `edits`: an edit file (JSONL or JSON array, ``"-"`` for `stdin`) or EditRecords; read and validated
@@ -104,7 +107,10 @@ def edit(model: str | None, edits: str | Path | Sequence[EditRecord], *, method:
     `out`, else beside the model (:func:`~wiseedit.artifacts.default_delta_dir`); an existing directory
     there is replaced only with `overwrite`. `model` may be None when continuing: the delta's base.
     `progress(done, total)` is called once with 0 before the first edit, then after each; `log` gets
-    one-line notes on the stages.
+    one-line notes on the stages. `chat_template` ("auto", the default, or "none"): put every prompt
+    through the tokenizer's chat template when it has one (:mod:`wiseedit.chat`); recorded in the delta,
+    whose own choice a continued delta keeps. A text too long for the model's context is refused
+    before the model is loaded.
     """
     records = _records(edits, stdin)
     previous = load_delta(Path(delta)) if delta is not None else None
@@ -120,16 +126,20 @@ def edit(model: str | None, edits: str | Path | Sequence[EditRecord], *, method:
         previous.path if previous is not None else default_delta_dir(source.path, source.builtin, source.name,
                                                                      Path.cwd()))
     _check_target(target, previous, overwrite)
+    tokenizer = load_tokenizer(source)
+    chat = _chat_format(chat_template, previous, tokenizer)
+    fed = chat.records(tokenizer, records)  # what the model sees; the audit log keeps the user's text
+    check_context(fed, tokenizer, source.path, model_name)
 
     if log:
-        log(f"loading model {model_name}")
+        log(f"loading model {model_name}" + (" (prompts through its chat template)" if chat.applied else ""))
     base = load_base(model_name, device=device, dtype=dtype)
     if previous is not None:
         editor = attach(base, previous)
     else:
         editor = cls.create(base.model, base.tokenizer, dict(options or {}))
         base.model.wiseedit = editor
-    pairs = [encode_pair(base.tokenizer, r.prompt, r.target) for r in records]
+    pairs = [encode_pair(base.tokenizer, r.prompt, r.target) for r in fed]
     prompts = [p.prompt_ids for p in pairs]
     lengths = [len(p.answer_ids) + EXTRA_TOKENS for p in pairs]
 
@@ -139,7 +149,7 @@ def edit(model: str | None, edits: str | Path | Sequence[EditRecord], *, method:
     if progress:
         progress(0, len(records))  # the bar (and its clock) starts with the first edit, not the load
     start = time.perf_counter()
-    editor.apply(records, progress)
+    editor.apply(fed, progress)
     seconds = (time.perf_counter() - start) / len(records)
     after = continue_prompts(base.model, base.tokenizer, prompts, lengths, method=editor)
 
@@ -147,7 +157,8 @@ def edit(model: str | None, edits: str | Path | Sequence[EditRecord], *, method:
         target, method=name, state=editor.state(), edited_module=editor.summary().get("module"),
         base_name=base_name(base.source), base_revision=base.source.revision,
         base_fingerprint=base.fingerprint, seed=editor.seed if previous is None else previous.config["seed"],
-        new_edits=[r.to_json() for r in records], previous=previous, overwrite=overwrite)
+        new_edits=[r.to_json() for r in records], previous=previous, overwrite=overwrite,
+        chat_template=chat.to_json())
     outcomes = [
         EditOutcome(r.id, r.prompt, r.target, b.text, a.text, a.ids[:len(p.answer_ids)] == p.answer_ids)
         for r, p, b, a in zip(records, pairs, before, after)
@@ -225,12 +236,27 @@ def _method_name(method: str | None, previous: Delta | None, options: dict | Non
     return previous.method
 
 
+def _chat_format(mode: str | None, previous: Delta | None, tokenizer) -> ChatFormat:
+    """The chat format of a new delta (`mode` with `tokenizer`), or the one `previous` was made with."""
+    if previous is None:
+        return ChatFormat.resolve(mode, tokenizer)
+    recorded = ChatFormat.from_json(previous.config.get("chat_template"))
+    if mode is not None and mode != recorded.mode:
+        made = f"delta {previous.path} was made with"
+        raise BadInputError(f"{made} chat_template={recorded.mode!r}; its edits must be put to the model the "
+                            "same way: leave chat_template None to continue it",
+                            cli=f"{made} --chat-template {recorded.mode}; its edits must be put to the model the "
+                                "same way: leave --chat-template out to continue it")
+    return recorded
+
+
 def _check_new_ids(records: Sequence[EditRecord], previous: Delta) -> None:
     """Refuse edits whose id the delta already holds: an id names one edit of the audit log (and one
     row of RECIPE's store, which removes and replaces by id), so a repeat would make it ambiguous."""
     held = {entry.get("id") for entry in previous.edits_log}
     problems = [f"{r.source or 'edit'}: id: {r.id!r} is already an edit of {previous.path}; give this edit "
-                "an id of its own (an edit without an id is named <file name>:<line>)"
+                "an id of its own (an edit without an id is named <file name>:<line>, or <file name>:<n> for the "
+                "n-th record of a JSON array)"
                 for r in records if r.id in held]
     if problems:
         raise InputProblems(problems)

@@ -48,3 +48,8 @@ class CheckFailed(WiseEditError):
     """A check the user asked for did not pass (e.g. an eval below --fail-under): exit 1."""
 
     exit_code = 1
+
+
+class EditFileWarning(UserWarning):
+    """Something in an edit file that is read but probably not what was meant (an unknown field): the
+    CLI prints it as one ``warning:`` line."""

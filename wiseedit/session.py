@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from wiseedit.artifacts import Delta, check_delta_base, load_delta, short_hash
+from wiseedit.chat import ChatFormat
 from wiseedit.errors import BadInputError
 from wiseedit.artifacts.exported import exported_delta
 from wiseedit.generation import complete
@@ -45,9 +46,19 @@ class EditedModel:
     def tokenizer(self):
         return self.base.tokenizer
 
+    @property
+    def chat(self) -> ChatFormat:
+        """How prompts are put to the model: the delta's chat format (raw without a delta)."""
+        return ChatFormat.from_json(self.delta.config.get("chat_template")) if self.delta is not None else ChatFormat()
+
     def generate(self, prompts: list[str], max_new_tokens: int = 20) -> list[str]:
-        """Greedy continuations of `prompts` by the model as it is now (edited if a method is attached)."""
-        return complete(self.model, self.tokenizer, prompts, max_new_tokens, method=self.method)
+        """Greedy continuations of `prompts` by the model as it is now (edited if a method is attached),
+        each prompt put through the chat template when the delta was made with one."""
+        return complete(self.model, self.tokenizer, self._rendered(prompts), max_new_tokens, method=self.method)
+
+    def _rendered(self, prompts: list[str]) -> list[str]:
+        chat = self.chat
+        return [chat.prompt(self.tokenizer, p) for p in prompts]
 
     def generate_base(self, prompts: list[str], max_new_tokens: int = 20) -> list[str]:
         """Greedy continuations by the unedited base: the method is detached for the call, then
@@ -57,7 +68,7 @@ class EditedModel:
         self.method.detach()
         self.model.wiseedit = None
         try:
-            return complete(self.model, self.tokenizer, prompts, max_new_tokens)
+            return complete(self.model, self.tokenizer, self._rendered(prompts), max_new_tokens)
         finally:
             self.method = attach(self.base, self.delta)
 
@@ -73,6 +84,7 @@ class EditedModel:
             "edited_module": config.get("edited_module"),
             "made_on": config.get("base_model_name_or_path"),
             "base_check": "ok",  # a mismatch never gets this far: attaching refuses it
+            "chat_template": self.chat.to_json(),
             "created": config.get("created"), "updated": config.get("updated"),
             "summary": self.method.summary() if self.method is not None else {},
         }

@@ -143,6 +143,7 @@ def save_delta(
     new_edits: list[dict],
     previous: Delta | None = None,
     overwrite: bool = False,
+    chat_template: dict | None = None,
 ) -> Delta:
     """Write the whole delta directory at `path` atomically and return it as :func:`load_delta` would.
 
@@ -150,7 +151,8 @@ def save_delta(
     ``EditRecord.to_json``) were applied on top of `previous` (the delta they continue, or None). The
     edits log is `previous`'s, verbatim, plus one line per new edit; ``created`` is kept from
     `previous`. An existing `path` is replaced only if `overwrite` or it is `previous`'s own directory
-    (appending in place); otherwise BadInputError("<path> already exists").
+    (appending in place); otherwise BadInputError("<path> already exists"). `chat_template` is how
+    prompts were put to the model (:class:`wiseedit.chat.ChatFormat`; None: `previous`'s, else raw).
     """
     path = Path(path)
     if previous is not None:
@@ -171,6 +173,8 @@ def save_delta(
         "base_revision": base_revision,
         "base_fingerprint": base_fingerprint,
         "seed": seed,
+        "chat_template": chat_template if chat_template is not None else (
+            previous.config.get("chat_template") if previous is not None else None),
         "num_edits": len(log),
         "versions": {p: _version(p) for p in ("wiseedit", "torch", "transformers", "safetensors")},
         "created": previous.config.get("created", now) if previous is not None else now,

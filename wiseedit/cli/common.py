@@ -12,12 +12,13 @@ import json
 import os
 import sys
 import traceback
+import warnings
 from typing import Annotated, Any, Callable, Literal, Optional, TypeVar
 
 import typer
 from typer.exceptions import TyperException
 
-from wiseedit.errors import BadInputError, InputProblems, WiseEditError
+from wiseedit.errors import BadInputError, EditFileWarning, InputProblems, WiseEditError
 
 #: Same values as :data:`wiseedit.models.DType` (that module imports torch; a test keeps them equal).
 DTypeChoice = Literal["auto", "float32", "bfloat16", "float16"]
@@ -56,6 +57,10 @@ DTypeOpt = Annotated[DTypeChoice, typer.Option(
 JsonOpt = Annotated[bool, typer.Option(
     "--json", rich_help_panel=OUTPUT_PANEL,
     help="Print one JSON document on stdout; progress, logs and tables go to stderr.")]
+ChatTemplateOpt = Annotated[Optional[str], typer.Option(
+    "--chat-template", metavar="auto|none", rich_help_panel=MODEL_PANEL, show_default=False,
+    help="auto: put each prompt to the model as a user message through the tokenizer's chat template, "
+         "when it has one (instruct models); none: raw text. Default: auto (with --delta, the delta's own).")]
 DebugOpt = Annotated[bool, typer.Option(
     "--debug", rich_help_panel=OUTPUT_PANEL, help="Show the Python traceback of an error.")]
 
@@ -78,7 +83,9 @@ def reports_errors(command: F) -> F:
     def run(*args, **kwargs):
         debug = bool(kwargs.get("debug", False))
         try:
-            return command(*args, **kwargs)
+            with warnings.catch_warnings():  # restores the previous handler afterwards
+                warnings.showwarning = _show_warning(warnings.showwarning)
+                return command(*args, **kwargs)
         except (typer.Exit, typer.Abort, TyperException):
             raise
         except WiseEditError as error:
@@ -99,6 +106,18 @@ def reports_errors(command: F) -> F:
             _report(debug, [f"internal error: {what}{hint}"], EXIT_INTERNAL)
 
     return run  # type: ignore[return-value]
+
+
+def _show_warning(default: Callable) -> Callable:
+    """A ``warnings.showwarning`` that prints wiseedit's own warnings as one ``warning: ...`` line on
+    stderr (no source location: the message names the file and line it is about) and passes the others on."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, EditFileWarning):
+            sys.stderr.write(f"warning: {message}\n")
+            sys.stderr.flush()
+        else:
+            default(message, category, filename, lineno, file, line)
+    return show
 
 
 def _silence_stdout() -> None:

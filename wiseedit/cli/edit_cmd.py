@@ -12,6 +12,7 @@ from rich.markup import escape
 from wiseedit.cli.common import (
     METHOD_PANEL,
     OUTPUT_PANEL,
+    ChatTemplateOpt,
     DebugOpt,
     DeviceOpt,
     DTypeOpt,
@@ -39,8 +40,8 @@ HELP = "\n\n".join([
 def edit_command(
     edits: Annotated[str, typer.Argument(
         metavar="EDITS", show_default=False,
-        help="Edit file: JSONL (one edit per line: prompt, target, ...) or a JSON array (ZsRE, CounterFact "
-             "layouts too); [bold]-[/bold] reads standard input.")],
+        help="Edit file: JSONL (one edit per line: prompt, target, ...) or a JSON array (ZsRE, CounterFact, "
+             "KnowEdit layouts too); [bold]-[/bold] reads standard input.")],
     model: ModelOpt = None,
     method: Annotated[Optional[MethodName], typer.Option(
         "--method", metavar="METHOD", rich_help_panel=METHOD_PANEL, show_default=False,
@@ -69,6 +70,7 @@ def edit_command(
         help="The method's seed (methods that draw random numbers: wise, grace).")] = None,
     device: DeviceOpt = "auto",
     dtype: DTypeOpt = "auto",
+    chat_template: ChatTemplateOpt = None,
     json_output: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -79,7 +81,7 @@ def edit_command(
     with EditProgress(console) as progress:
         result = edit(model, edits, method=method, options=options or None, delta=delta, out=out,
                       device=device, dtype=dtype, overwrite=force, progress=progress, log=note(console),
-                      stdin=sys.stdin)
+                      stdin=sys.stdin, chat_template=chat_template)
     document = result.to_json()
     console.print(edit_table(document["results"]))
     console.print(

@@ -12,6 +12,7 @@ from rich.markup import escape
 from wiseedit.cli.common import (
     METHOD_PANEL,
     OUTPUT_PANEL,
+    ChatTemplateOpt,
     DebugOpt,
     DeviceOpt,
     DTypeOpt,
@@ -131,6 +132,7 @@ def eval_command(
              "ood). Results are written first.")] = None,
     device: DeviceOpt = "auto",
     dtype: DTypeOpt = "auto",
+    chat_template: ChatTemplateOpt = None,
     json_output: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -147,7 +149,8 @@ def eval_command(
     if delta is not None:
         given = [flag for flag, value in (("--suite", suite), ("--method", method), ("--option", option),
                                           ("-T", T), ("--limit", limit), ("--seed", seed),
-                                          ("--each-edit", each_edit or None)) if value is not None]
+                                          ("--each-edit", each_edit or None),
+                                          ("--chat-template", chat_template)) if value is not None]
         if given:
             raise BadInputError(f"--delta evaluates the delta's own edits with its own method: drop {', '.join(given)}")
         from wiseedit.evaluation.audit import evaluate_delta
@@ -163,7 +166,8 @@ def eval_command(
         methods = _split_list(method or DEFAULT_METHODS, "--method")
         config = EvalConfig(suite=suite or DEFAULT_SUITE, methods=tuple(methods),
                             options=method_options(option, methods), T=_T_list(T or DEFAULT_T), limit=limit,
-                            seed=seed, mode="each-edit" if each_edit else "lifelong")
+                            seed=seed, mode="each-edit" if each_edit else "lifelong",
+                            chat_template=chat_template or "auto")
         with EvalProgressBar(console) as progress:
             report = evaluate(model, config, output_path=output_path, force=force, log_samples=log_samples,
                               device=device, dtype=dtype, progress=progress, log=note(console))

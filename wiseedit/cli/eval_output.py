@@ -39,8 +39,11 @@ def _cell(value) -> str:
 
 
 def eval_table(rows: list[dict], title: str) -> Table:
-    """One row per (method, T): the figures and the editing time per edit."""
+    """One row per (method, T): the figures, those per probe kind (KnowEdit's ``port:Reasoning``, ...)
+    when there are any, and the editing time per edit."""
     shown = [(k, h) for k, h in COLUMNS if k not in OPTIONAL or any(r.get(k) is not None for r in rows)]
+    kinds = list(dict.fromkeys(k for r in rows for k in r if ":" in k))  # "port:Reasoning", in first-seen order
+    shown += [(k, k.split(":")[0].capitalize() + " " + k.split(":", 1)[1]) for k in kinds]
     table = Table(title=title, title_justify="left")
     for header in ("method", "T", "blocks"):
         table.add_column(header, justify="left" if header == "method" else "right")

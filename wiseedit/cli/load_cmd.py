@@ -38,7 +38,8 @@ def load_command(
         "--delta", "-d", metavar="DIR", help="The delta directory to apply (written by wiseedit edit).")] = None,
     prompt: Annotated[list[str] | None, typer.Option(
         "--prompt", "-p", metavar="TEXT", rich_help_panel=PROMPT_PANEL, show_default=False,
-        help="A prompt to continue greedily; repeatable.")] = None,
+        help="A prompt to continue greedily; repeatable. Put through the chat template when the delta "
+             "was made with one.")] = None,
     compare: Annotated[bool, typer.Option(
         "--compare", rich_help_panel=PROMPT_PANEL,
         help="Also show the base model's continuation of each prompt.")] = False,
@@ -93,4 +94,6 @@ def _facts(info: dict) -> list[tuple[str, object]]:
               ("module", info["edited_module"] or "-"), ("base check", check)]
     shown = {"method", "edits", "module"}
     facts += [(key.replace("_", " "), value) for key, value in info["summary"].items() if key not in shown]
+    if info.get("chat_template", {}).get("template") is not None:
+        facts.append(("prompts", "through the chat template the delta records"))
     return facts + [("created", info["created"]), ("updated", info["updated"])]

@@ -3,7 +3,8 @@
 The layout is detected per record from its fields (files are sometimes concatenated):
 
 - native: ``prompt``, ``target`` (required), ``id``, ``subject``, ``rephrase`` (str or list of str),
-  ``locality`` and ``portability`` (lists of ``{"prompt", "answer"}``), ``irrelevant``.
+  ``locality`` and ``portability`` (lists of ``{"prompt", "answer"}``, each with an optional ``kind``),
+  ``irrelevant``.
 - ZsRE (MEND / EasyEdit): ``src`` -> prompt, ``alt`` -> target, ``rephrase``, ``subject``, ``loc`` +
   ``loc_ans`` -> one locality probe (``loc`` kept verbatim, "nq question: " prefix included, as the
   reference does), ``portability`` ``{"New Question", "New Answer"}`` (or a list of them).
@@ -16,118 +17,34 @@ The layout is detected per record from its fields (files are sometimes concatena
   ``target_true.str``}; prompt is the template filled with the subject, ``paraphrase_prompts`` are the
   rephrases and each of ``neighborhood_prompts`` is a locality probe whose answer is ``target_true``
   (neighbourhood subjects share the case's original object, which the edit must not move).
+- KnowEdit (EasyEdit's benchmark: ZsRE, WikiData_counterfact, WikiData_recent, WikiBio): see
+  :mod:`wiseedit.edits.knowedit`; its ``locality`` / ``portability`` objects of probe lists by kind
+  are what tell it from the flattened CounterFact layout; Sanitation's items (``question``,
+  ``target_new``) too.
 
 Every field not consumed is kept in ``EditRecord.extra`` (e.g. ZsRE ``answers``, CounterFact
-``ground_truth`` and ``case_id``). The id is ``id`` (string or integer), else ``case_id``, else the
-caller's default.
+``ground_truth`` and ``case_id``). Fields a layout neither reads nor is known to carry (a typo such as
+``rephase``) are reported to the caller (`unknown`), which warns. The id is ``id`` (string or
+integer), else ``case_id``, else the caller's default.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
+import wiseedit.edits.knowedit as knowedit
+from wiseedit.edits.checker import ID_KEYS, Checker, json_kind
 from wiseedit.edits.record import EditRecord, LocalityProbe, PortabilityProbe
 
-#: Fields an edit's id is read from, in order of preference.
-ID_KEYS = ("id", "case_id")
+__all__ = ["ID_KEYS", "json_kind", "to_edit_record"]
 
 # Fields that mark a record as CounterFact-like even when its `target_new` is missing.
 _COUNTERFACT_MARKS = ("rephrase_prompt", "locality_prompt", "locality_ground_truth", "ood_rephrase")
 
 _UNRECOGNISED = (
     "missing (expected a native record with prompt/target, a ZsRE record with src/alt, "
-    "or a CounterFact record with prompt/target_new)"
+    "a CounterFact or KnowEdit record with prompt/target_new, or a WikiBio record with text/labels)"
 )
-
-
-def json_kind(value: Any) -> str:
-    """The JSON name of a value's type, for messages ("an array", "a number (3)", ...)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return f"a number ({value})"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return "a string"
-
-
-class _Checker:
-    """Reads typed values out of one record, noting every problem (``where: path: what``) instead of
-    stopping at the first, so a user fixes a whole file in one pass."""
-
-    def __init__(self, where: str, problems: list[str]):
-        self.where = where
-        self.problems = problems
-
-    def bad(self, path: str, what: str) -> None:
-        self.problems.append(f"{self.where}: {path}: {what}")
-
-    def string(self, value: Any, path: str, *, allow_empty: bool = False) -> str | None:
-        if not isinstance(value, str):
-            self.bad(path, f"expected a string, got {json_kind(value)}")
-            return None
-        if not allow_empty and not value.strip():
-            self.bad(path, "empty string")
-            return None
-        return value
-
-    def field(self, obj: dict, key: str, path: str | None = None, *, required: bool = False) -> str | None:
-        """`obj[key]` as a non-empty string; absent or null is None (a problem when required)."""
-        path = path or key
-        if obj.get(key) is None:
-            if required:
-                self.bad(path, "missing" if key not in obj else "expected a string, got null")
-            return None
-        return self.string(obj[key], path)
-
-    def strings(self, obj: dict, key: str) -> tuple[str, ...]:
-        """A string or a list of strings, as a tuple."""
-        value = obj.get(key)
-        if value is None:
-            return ()
-        if isinstance(value, str):
-            return tuple(s for s in [self.string(value, key)] if s is not None)
-        if not isinstance(value, list):
-            self.bad(key, f"expected a string or a list of strings, got {json_kind(value)}")
-            return ()
-        items = [self.string(v, f"{key}[{i}]") for i, v in enumerate(value)]
-        return tuple(s for s in items if s is not None)
-
-    def probes(self, obj: dict, key: str, cls: type) -> tuple:
-        """A list of ``{"prompt", "answer"}`` objects, as a tuple of `cls`."""
-        value = obj.get(key)
-        if value is None:
-            return ()
-        if not isinstance(value, list):
-            self.bad(key, f"expected a list of {{prompt, answer}} objects, got {json_kind(value)}")
-            return ()
-        out = []
-        for i, item in enumerate(value):
-            if not isinstance(item, dict):
-                self.bad(f"{key}[{i}]", f"expected a {{prompt, answer}} object, got {json_kind(item)}")
-                continue
-            prompt = self.field(item, "prompt", f"{key}[{i}].prompt", required=True)
-            answer = self.field(item, "answer", f"{key}[{i}].answer", required=True)
-            if prompt is not None and answer is not None:
-                out.append(cls(prompt, answer))
-        return tuple(out)
-
-    def record_id(self, obj: dict, default: str) -> str | None:
-        for key in ID_KEYS:
-            value = obj.get(key)
-            if value is None:
-                continue
-            if isinstance(value, int) and not isinstance(value, bool):
-                return str(value)
-            if isinstance(value, str):
-                return self.string(value, key)
-            self.bad(key, f"expected a string or an integer, got {json_kind(value)}")
-            return None
-        return default
 
 
 # Each converter returns the EditRecord fields it read (None where a required one was bad) and the
@@ -135,7 +52,7 @@ class _Checker:
 _Converted = tuple[dict, set]
 
 
-def _native(obj: dict, c: _Checker) -> _Converted:
+def _native(obj: dict, c: Checker) -> _Converted:
     fields = dict(
         prompt=c.field(obj, "prompt", required=True),
         target=c.field(obj, "target", required=True),
@@ -148,7 +65,7 @@ def _native(obj: dict, c: _Checker) -> _Converted:
     return fields, {"id", *fields}
 
 
-def _zsre_portability(obj: dict, c: _Checker) -> tuple[PortabilityProbe, ...]:
+def _zsre_portability(obj: dict, c: Checker) -> tuple[PortabilityProbe, ...]:
     value = obj.get("portability")
     if value is None:
         return ()
@@ -169,7 +86,7 @@ def _zsre_portability(obj: dict, c: _Checker) -> tuple[PortabilityProbe, ...]:
     return tuple(out)
 
 
-def _zsre(obj: dict, c: _Checker) -> _Converted:
+def _zsre(obj: dict, c: Checker) -> _Converted:
     locality: tuple[LocalityProbe, ...] = ()
     if "loc" in obj or "loc_ans" in obj:
         loc = c.field(obj, "loc", required=True)
@@ -187,7 +104,7 @@ def _zsre(obj: dict, c: _Checker) -> _Converted:
     return fields, {"id", "src", "alt", "subject", "rephrase", "loc", "loc_ans", "portability"}
 
 
-def _counterfact(obj: dict, c: _Checker) -> _Converted:
+def _counterfact(obj: dict, c: Checker) -> _Converted:
     consumed = {"id", "prompt", "target_new", "subject", "rephrase_prompt"}
     locality: tuple[LocalityProbe, ...] = ()
     if "locality_prompt" in obj or "locality_ground_truth" in obj:
@@ -210,7 +127,7 @@ def _counterfact(obj: dict, c: _Checker) -> _Converted:
     return fields, consumed
 
 
-def _rome(obj: dict, c: _Checker) -> _Converted:
+def _rome(obj: dict, c: Checker) -> _Converted:
     rewrite = obj["requested_rewrite"]
     if not isinstance(rewrite, dict):
         c.bad("requested_rewrite", f"expected an object, got {json_kind(rewrite)}")
@@ -243,12 +160,16 @@ def _rome(obj: dict, c: _Checker) -> _Converted:
     return fields, {"id", "paraphrase_prompts", "neighborhood_prompts", "portability"}
 
 
-def _layout(obj: dict) -> Callable[[dict, _Checker], _Converted] | None:
+def _layout(obj: dict) -> Callable[[dict, Checker], _Converted] | None:
     """The converter for `obj`, chosen from its fields; None when no layout fits."""
     if "requested_rewrite" in obj:
         return _rome
     if "target" in obj:
         return _native
+    if knowedit.is_knowedit(obj):
+        return knowedit.knowedit
+    if knowedit.is_sanitation(obj):
+        return knowedit.sanitation
     if "target_new" in obj or ("prompt" in obj and any(k in obj for k in _COUNTERFACT_MARKS)):
         return _counterfact
     if "src" in obj or "alt" in obj:
@@ -258,14 +179,29 @@ def _layout(obj: dict) -> Callable[[dict, _Checker], _Converted] | None:
     return None
 
 
-def to_edit_record(obj: dict, *, where: str, default_id: str, problems: list[str]) -> EditRecord | None:
+# Fields each layout carries beyond those it reads: kept in `extra` without a warning (the shipped
+# files and the public datasets hold them; the temporal suite reads `ood_rephrase` from `extra`).
+_KNOWN_EXTRAS = {
+    _native: frozenset({"ground_truth", "ood_rephrase", "case_id"}),
+    _zsre: frozenset({"pred", "answers", "cond", "case_id"}),
+    _counterfact: frozenset({"case_id", "ground_truth", "ood_rephrase", "locality_prompt",
+                             "locality_ground_truth", "target_true", "pararel_idx"}),
+    _rome: frozenset({"case_id", "pararel_idx", "requested_rewrite", "attribute_prompts", "generation_prompts"}),
+    knowedit.knowedit: knowedit.KNOWEDIT_EXTRAS,
+    knowedit.sanitation: knowedit.SANITATION_EXTRAS,
+}
+
+
+def to_edit_record(obj: dict, *, where: str, default_id: str, problems: list[str],
+                   unknown: list[str] | None = None) -> EditRecord | None:
     """Convert one parsed JSON object to an EditRecord, whatever its layout.
 
     `where` ("file:line") prefixes every problem, which is appended to `problems` (all of them, not
     only the first); the result is None when there was any. `where` also becomes ``record.source``;
-    `default_id` is used when the record has neither ``id`` nor ``case_id``.
+    `default_id` is used when the record has neither ``id`` nor ``case_id``. The names of fields the
+    layout does not know are appended to `unknown` when it is given (they are kept in `extra`).
     """
-    c = _Checker(where, problems)
+    c = Checker(where, problems)
     convert = _layout(obj)
     if convert is None:
         c.bad("prompt", _UNRECOGNISED)
@@ -276,4 +212,6 @@ def to_edit_record(obj: dict, *, where: str, default_id: str, problems: list[str
     if len(problems) > before or record_id is None:
         return None
     extra = {k: v for k, v in obj.items() if k not in consumed}
+    if unknown is not None:
+        unknown += [k for k in extra if k not in _KNOWN_EXTRAS[convert]]
     return EditRecord(id=record_id, source=where, extra=extra, **fields)

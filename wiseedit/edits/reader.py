@@ -1,9 +1,13 @@
-"""Reading an edit file (JSONL, or a JSON array as ZsRE and CounterFact ship) into EditRecords.
+"""Reading an edit file (JSONL, or a JSON array as ZsRE and CounterFact ship, or KnowEdit's Sanitation
+object) into EditRecords.
 
 Every problem in the file is reported at once, each as ``file:line: field: what is wrong``, in one
 InputProblems; the line of a record in a JSON array is the line where its object starts. Records
-without an ``id`` (or ``case_id``) get ``"<file stem>:<line>"`` (``"stdin:<line>"`` for standard
-input): stable as long as the file is not re-formatted.
+without an ``id`` (or ``case_id``) get ``"<file stem>:<line>"`` in JSONL (``"stdin:<line>"`` for
+standard input) and ``"<file stem>:<n>"`` in a JSON array, n counting its records from 1 (a one-line
+array gives every record an id of its own). A file of a layout wiseedit does not read (ConvSent) is
+refused in one sentence; fields no layout knows (a typo such as ``rephase``) get one
+:class:`~wiseedit.errors.EditFileWarning` per file that names them and the line of their first use.
 """
 
 from __future__ import annotations
@@ -11,12 +15,16 @@ from __future__ import annotations
 import json
 import re
 import sys
+import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from wiseedit.edits.layouts import ID_KEYS, json_kind, to_edit_record
-from wiseedit.edits.record import EditRecord
-from wiseedit.errors import BadInputError, InputProblems
+import wiseedit.edits.knowedit as knowedit
+from wiseedit.edits.checker import ID_KEYS, json_kind
+from wiseedit.edits.layouts import to_edit_record
+from wiseedit.edits.record import EditRecord, LocalityProbe
+from wiseedit.errors import BadInputError, EditFileWarning, InputProblems
 
 STDIN_NAME = "<stdin>"
 
@@ -27,27 +35,39 @@ _BOM = b"\xef\xbb\xbf"
 def read_edits(source: str | Path, *, stdin: TextIO | None = None) -> list[EditRecord]:
     """Read and validate the edits in `source`, in file order.
 
-    `source` is a path to a JSONL file or a JSON array of objects, or ``"-"`` for standard input
-    (`stdin` when given, else ``sys.stdin``). Raises BadInputError when the file cannot be read and
-    InputProblems listing every problem when any record is invalid (nothing is returned then).
+    `source` is a path to a JSONL file, a JSON array of objects or a Sanitation object, or ``"-"`` for
+    standard input (`stdin` when given, else ``sys.stdin``). Raises BadInputError when the file cannot
+    be read or is of a layout wiseedit refuses, and InputProblems listing every problem when any record
+    is invalid (nothing is returned then). Unknown fields are warned about (EditFileWarning), not refused.
     """
     name, data = _load(source, stdin)
     problems: list[str] = []
     text = data if isinstance(data, str) else _decode(data, name, problems)
     start = _WHITESPACE.match(text).end()
+    locality: list[tuple[int, Any]] = []  # Sanitation's locality questions, (line, item)
     if text.startswith("[", start):
-        entries = _parse_array(text, start, name, problems)
+        entries, _ = _parse_array(text, start, name, problems)
+        numbered = True
+    elif text.startswith("{", start) and (lists := knowedit.sanitation_lists(_one_object(text))):
+        entries, locality = _parse_sanitation(text, start, lists, name, problems)
+        numbered = True
     else:
-        entries = _parse_lines(text, name, problems)
+        entries, numbered = _parse_lines(text, name, problems), False
 
     stem = "stdin" if name == STDIN_NAME else Path(name).stem
-    records, first_line = [], {}
-    for line, obj in entries:
+    records, first_line, unknown_at = [], {}, {}
+    for number, (line, obj) in enumerate(entries, start=1):
         where = f"{name}:{line}"
+        if knowedit.is_convsent(obj):
+            raise BadInputError(knowedit.convsent_refusal(where))
         if not isinstance(obj, dict):
             problems.append(f"{where}: record: expected a JSON object, got {json_kind(obj)}")
             continue
-        record = to_edit_record(obj, where=where, default_id=f"{stem}:{line}", problems=problems)
+        unknown: list[str] = []
+        record = to_edit_record(obj, where=where, default_id=f"{stem}:{number if numbered else line}",
+                                problems=problems, unknown=unknown)
+        for key in unknown:
+            unknown_at.setdefault(key, line)
         if record is None:
             continue
         if record.id in first_line:
@@ -59,9 +79,29 @@ def read_edits(source: str | Path, *, stdin: TextIO | None = None) -> list[EditR
         records.append(record)
     if not entries and not problems:
         problems.append(f"{name}:1: edits: no edits found")
+    probes = [knowedit.sanitation_probe(item, f"{name}:{line}", problems) for line, item in locality]
     if problems:
         raise InputProblems(problems)
+    if probes:
+        records = _with_locality(records, probes)
+    if unknown_at:
+        warnings.warn(_unknown_message(name, unknown_at), EditFileWarning, stacklevel=2)
     return records
+
+
+def _unknown_message(name: str, unknown_at: dict[str, int]) -> str:
+    first = min(unknown_at.values())
+    fields = ", ".join(f"{key!r} (first at line {line})" for key, line in unknown_at.items())
+    return (f"{name}:{first}: unknown field(s) {fields}: no layout reads them, so they are "
+            "ignored; check their spelling")
+
+
+def _with_locality(records: list[EditRecord], probes: list[LocalityProbe]) -> list[EditRecord]:
+    """Sanitation: locality question j becomes a probe of edit ``j % len(records)``."""
+    extra: list[list[LocalityProbe]] = [[] for _ in records]
+    for j, probe in enumerate(probes):
+        extra[j % len(records)].append(probe)
+    return [replace(r, locality=r.locality + tuple(more)) if more else r for r, more in zip(records, extra)]
 
 
 def _load(source: str | Path, stdin: TextIO | None) -> tuple[str, bytes | str]:
@@ -117,14 +157,31 @@ def _parse_lines(text: str, name: str, problems: list[str]) -> list[tuple[int, A
 
 
 def _is_one_object(text: str) -> bool:
+    return isinstance(_one_object(text), dict)
+
+
+def _one_object(text: str) -> Any:
+    """The file parsed as one JSON value (None when it is not valid JSON)."""
     try:
-        return isinstance(json.loads(text), dict)
+        return json.loads(text)
     except json.JSONDecodeError:
-        return False
+        return None
 
 
-def _parse_array(text: str, start: int, name: str, problems: list[str]) -> list[tuple[int, Any]]:
-    """A JSON array starting at `start`; returns (line where each element starts, element) pairs.
+def _parse_array(text: str, start: int, name: str, problems: list[str]) -> tuple[list[tuple[int, Any]], int]:
+    """A top-level JSON array starting at `start`: (line, element) pairs and the end position; nothing
+    but whitespace may follow it."""
+    entries, pos = _array_items(text, start, name, problems)
+    if pos is not None:
+        pos = _WHITESPACE.match(text, pos).end()
+        if pos < len(text):
+            problems.append(_syntax_error(text, pos, "Extra data after the array", name))
+    return entries, pos
+
+
+def _array_items(text: str, start: int, name: str, problems: list[str]) -> tuple[list[tuple[int, Any]], int | None]:
+    """A JSON array starting at `start`; returns (line where each element starts, element) pairs and the
+    position after its ``]`` (None after a syntax error).
 
     Decoding element by element (raw_decode) is what gives each record its line; a syntax error stops
     the parse, since nothing after it can be located reliably.
@@ -134,30 +191,44 @@ def _parse_array(text: str, start: int, name: str, problems: list[str]) -> list[
     pos = _WHITESPACE.match(text, start + 1).end()
     line, counted = 1, 0  # newlines are counted incrementally: the files have 10k records
     if text.startswith("]", pos):
-        pos += 1
-    else:
-        while True:
-            line += text.count("\n", counted, pos)
-            counted = pos
-            try:
-                value, end = decoder.raw_decode(text, pos)
-            except json.JSONDecodeError as e:
-                problems.append(f"{name}:{e.lineno}: json: {e.msg} (column {e.colno})")
-                return entries
-            entries.append((line, value))
-            pos = _WHITESPACE.match(text, end).end()
-            if text.startswith(",", pos):
-                pos = _WHITESPACE.match(text, pos + 1).end()
-            elif text.startswith("]", pos):
-                pos += 1
-                break
-            else:
-                problems.append(_syntax_error(text, pos, "Expecting ',' or ']'", name))
-                return entries
-    pos = _WHITESPACE.match(text, pos).end()
-    if pos < len(text):
-        problems.append(_syntax_error(text, pos, "Extra data after the array", name))
-    return entries
+        return entries, pos + 1
+    while True:
+        line += text.count("\n", counted, pos)
+        counted = pos
+        try:
+            value, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            problems.append(f"{name}:{e.lineno}: json: {e.msg} (column {e.colno})")
+            return entries, None
+        entries.append((line, value))
+        pos = _WHITESPACE.match(text, end).end()
+        if text.startswith(",", pos):
+            pos = _WHITESPACE.match(text, pos + 1).end()
+        elif text.startswith("]", pos):
+            return entries, pos + 1
+        else:
+            problems.append(_syntax_error(text, pos, "Expecting ',' or ']'", name))
+            return entries, None
+
+
+def _parse_sanitation(text: str, start: int, lists: tuple[str, str], name: str,
+                      problems: list[str]) -> tuple[list[tuple[int, Any]], list[tuple[int, Any]]]:
+    """KnowEdit's Sanitation object (valid JSON: checked by the caller): its edit items and its locality
+    questions, each with the line where it starts."""
+    decoder = json.JSONDecoder()
+    found: dict[str, list[tuple[int, Any]]] = {}
+    pos = _WHITESPACE.match(text, start + 1).end()
+    while not text.startswith("}", pos):
+        key, pos = decoder.raw_decode(text, pos)
+        pos = _WHITESPACE.match(text, _WHITESPACE.match(text, pos).end() + 1).end()  # past the ':'
+        if key in lists and text.startswith("[", pos):
+            found[key], pos = _array_items(text, pos, name, problems)
+        else:
+            _, pos = decoder.raw_decode(text, pos)
+        pos = _WHITESPACE.match(text, pos).end()
+        if text.startswith(",", pos):
+            pos = _WHITESPACE.match(text, pos + 1).end()
+    return found.get(lists[0], []), found.get(lists[1], [])
 
 
 def _syntax_error(text: str, pos: int, msg: str, name: str) -> str:

@@ -7,18 +7,22 @@ from dataclasses import asdict, dataclass, field
 
 @dataclass(frozen=True)
 class LocalityProbe:
-    """An unrelated prompt whose prediction must not change, with its reference answer."""
+    """An unrelated prompt whose prediction must not change, with its reference answer; `kind` names
+    the probe's family where the dataset has several (KnowEdit: Relation_Specificity, Forgetfulness)."""
 
     prompt: str
     answer: str
+    kind: str | None = None
 
 
 @dataclass(frozen=True)
 class PortabilityProbe:
-    """A derived (e.g. multi-hop) question whose answer should follow from the edit."""
+    """A derived (e.g. multi-hop) question whose answer should follow from the edit; `kind` names its
+    family where the dataset has several (KnowEdit: Reasoning, Logical_Generalization, Subject_Aliasing)."""
 
     prompt: str
     answer: str
+    kind: str | None = None
 
 
 @dataclass(frozen=True)
@@ -48,9 +52,17 @@ class EditRecord:
         if self.rephrase:
             out["rephrase"] = list(self.rephrase)
         if self.locality:
-            out["locality"] = [asdict(p) for p in self.locality]
+            out["locality"] = [_probe_json(p) for p in self.locality]
         if self.portability:
-            out["portability"] = [asdict(p) for p in self.portability]
+            out["portability"] = [_probe_json(p) for p in self.portability]
         if self.irrelevant is not None:
             out["irrelevant"] = self.irrelevant
         return out
+
+
+def _probe_json(probe: LocalityProbe | PortabilityProbe) -> dict:
+    """``{"prompt", "answer"}``, plus ``"kind"`` when the probe has one (so unkinded logs stay as before)."""
+    out = asdict(probe)
+    if out["kind"] is None:
+        del out["kind"]
+    return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from wiseedit.artifacts import EDITS_FILE, Delta, check_delta_base, load_delta
+from wiseedit.chat import ChatFormat
 from wiseedit.edits import EditRecord, to_edit_record
 from wiseedit.errors import BadInputError, InputProblems
 from wiseedit.evaluation.protocol import BlockResult, base_locality_predictions, figures, measure
@@ -44,8 +45,9 @@ def evaluate_delta(delta: str | Path, *, model: str | None = None, output_path: 
     does."""
     saved = load_delta(Path(delta))
     edits = audit_edits(saved)
+    chat = ChatFormat.from_json(saved.config.get("chat_template"))  # as the delta was made
     config = {"mode": "delta", "delta": str(Path(saved.path).resolve()), "method": saved.method,
-              "edits": len(edits)}
+              "edits": len(edits), "chat_template": chat.mode}
     data = data_identity(f"{saved.path}/{EDITS_FILE}", "qa", edits)
     folder = Path(output_path) if output_path is not None else None
     if folder is not None:
@@ -56,8 +58,10 @@ def evaluate_delta(delta: str | Path, *, model: str | None = None, output_path: 
         log(f"loading model {name}")
     base = load_base(name, device=device, dtype=dtype)
     check_delta_base(saved, base.fingerprint, base.source.name)  # before any work on a base it does not fit
-    identity = model_identity(base)
-    run_identity = {"config": config, "data": data, "model": {k: identity[k] for k in ("fingerprint", "dtype")}}
+    identity = {**model_identity(base), "chat_template": chat.template}
+    run_identity = {"config": config, "data": data,
+                    "model": {k: identity[k] for k in ("fingerprint", "dtype", "chat_template")}}
+    edits = chat.records(base.tokenizer, edits)
     if folder is not None:
         store = RunStore(folder, run_identity)
         store.check(force)

@@ -20,6 +20,11 @@ What is measured depends on the suite's kind (:data:`wiseedit.evaluation.suites.
   the mean NLL of the target after ``extra["ood_rephrase"]`` (the pairing WISE's run script uses:
   ood_rephrase as the prompt, target_new as its continuation) is below -ln(0.8).
 
+Where the probes carry a kind (KnowEdit: Reasoning, Subject_Aliasing, ...; Relation_Specificity,
+Forgetfulness), ``by_kind`` also gives the mean of ``loc`` and ``port`` per kind, keyed
+``"port:<kind>"`` / ``"loc:<kind>"``, and each sample lists its probes' kinds (``port_kind``,
+``loc_kind``) beside their values.
+
 Per-edit values are rounded to 6 decimals, so that a figure does not depend on the last bits of a
 float sum (thread count, batch composition).
 """
@@ -57,6 +62,7 @@ class BlockResult:
     seconds_per_edit: float | None  # time to apply the edits (None: nothing was applied)
     ppl: float | None = None  # hallucination: perplexity of the target (lower is better)
     ood: float | None = None  # temporal: fraction of OOD probes generalised (loss < -ln 0.8)
+    by_kind: dict | None = None  # {"port:<kind>" / "loc:<kind>": mean} where probes have kinds, else None
     samples: list[dict] = field(default_factory=list, repr=False)
 
     def to_json(self, with_samples: bool = False) -> dict:
@@ -105,7 +111,20 @@ def figures(samples: Sequence[dict]) -> dict:
 
     return {"rel": _mean([s["rel"] for s in samples]), "gen": _mean(flat("gen")), "loc": _mean(flat("loc")),
             "port": _mean(flat("port")), "rel_generated": _mean([s["rel_generated"] for s in samples]),
-            "ppl": _mean([s["ppl"] for s in samples if s.get("ppl") is not None]), "ood": _mean(flat("ood"))}
+            "ppl": _mean([s["ppl"] for s in samples if s.get("ppl") is not None]), "ood": _mean(flat("ood")),
+            "by_kind": _by_kind(samples)}
+
+
+def _by_kind(samples: Sequence[dict]) -> dict | None:
+    """Means of loc and port per probe kind (``"port:Reasoning": 0.5``), over all probes of that kind;
+    None when no probe has a kind."""
+    groups: dict[str, list[float]] = {}
+    for figure in ("port", "loc"):
+        for s in samples:
+            for value, kind in zip(s.get(figure) or [], s.get(f"{figure}_kind") or []):
+                if kind is not None:
+                    groups.setdefault(f"{figure}:{kind}", []).append(value)
+    return {key: _mean(values) for key, values in groups.items()} or None
 
 
 def measure(model, tokenizer, method, edits: Sequence[EditRecord],
@@ -127,6 +146,8 @@ def measure(model, tokenizer, method, edits: Sequence[EditRecord],
                  if kind == "temporal" and isinstance(e.extra.get("ood_rephrase"), str)]
     ood_loss = metrics.answer_loss(model, tokenizer, [p for _, p in ood_pairs], method) if ood_pairs else []
     ood = [1.0 if metrics.ood_generalized(loss) else 0.0 for loss in ood_loss]
+    kinds = {"port_kind": [[p.kind for p in e.portability] for e in edits],
+             "loc_kind": [[p.kind for p in e.locality] for e in edits]}
 
     per_gen = _grouped([i for i, _ in gen_pairs], gen, n)
     per_loc = _grouped([i for i, _ in loc_pairs], loc, n)
@@ -136,6 +157,10 @@ def measure(model, tokenizer, method, edits: Sequence[EditRecord],
                 "gen": per_gen[i], "loc": per_loc[i], "port": per_port[i],
                 "ppl": _r(math.exp(main[i].mean_nll)) if kind == "hallucination" else None,
                 "ood": per_ood[i]} for i, e in enumerate(edits)]
+    for key, per_edit in kinds.items():  # only where some probe has a kind: other samples stay as they were
+        if any(k is not None for ks in per_edit for k in ks):
+            for sample, ks in zip(samples, per_edit):
+                sample[key] = ks
     return {**figures(samples), "samples": samples}
 
 
@@ -197,8 +222,14 @@ def summarize(results: Sequence[BlockResult]) -> dict:
         values = [getattr(r, key) for r in results if getattr(r, key) is not None]
         return _mean(values)
 
+    kinds: dict[str, list[float]] = {}
+    for r in results:
+        for key, value in (r.by_kind or {}).items():
+            if value is not None:
+                kinds.setdefault(key, []).append(value)
     return {"T": results[0].T, "blocks": len(results), "edits": sum(r.n for r in results),
-            **{k: avg(k) for k in (*FIGURES, "seconds_per_edit")}}
+            **{k: avg(k) for k in (*FIGURES, "seconds_per_edit")},
+            "by_kind": {key: _mean(values) for key, values in kinds.items()} or None}
 
 
 def evaluate_each_edit(model, tokenizer, method_name: str, options: dict | None,

@@ -5,7 +5,8 @@ identities that make a result reproducible.
 
 - ``metrics``: ``{method: {T: {"blocks", "edits", rel, gen, loc, port, rel_generated, ppl, ood,
   "per_block": [{"block", "n", <figures>}, ...]}}}`` (T as a string key; a figure is null where the
-  suite does not measure it; see :mod:`wiseedit.evaluation.protocol`);
+  suite does not measure it; see :mod:`wiseedit.evaluation.protocol`), and ``"by_kind"``
+  (``{"port:<kind>" / "loc:<kind>": mean}``) where the probes carry kinds (KnowEdit);
 - ``config``: suite, methods, options (per method), T, limit, seed, mode (or, for a delta: its path,
   method and edit count); ``config_hash``: sha256 of config + data + model identity (what resuming
   compares);
@@ -107,7 +108,7 @@ class EvalReport:
         for method, per_T in self.document["metrics"].items():
             for T, figures in per_T.items():
                 row = {"method": method, "T": int(T), "blocks": figures["blocks"], "edits": figures["edits"],
-                       **{k: figures[k] for k in FIGURES}}
+                       **{k: figures[k] for k in FIGURES}, **(figures.get("by_kind") or {})}
                 row["seconds_per_edit"] = self.document["timing"][method][T]["seconds_per_edit"]
                 out.append(row)
         return out
@@ -144,6 +145,8 @@ def build_report(*, config: dict, model: dict, data: dict, config_hash: str,
         metrics.setdefault(method, {})[str(T)] = {
             "blocks": summary["blocks"], "edits": summary["edits"], **{k: summary[k] for k in FIGURES},
             "per_block": [{"block": b.block, "n": b.n, **{k: getattr(b, k) for k in FIGURES}} for b in blocks]}
+        if summary["by_kind"] is not None:
+            metrics[method][str(T)]["by_kind"] = summary["by_kind"]
         timing.setdefault(method, {})[str(T)] = {
             "seconds_per_edit": summary["seconds_per_edit"], "per_block": [b.seconds_per_edit for b in blocks]}
     document = {"format": FORMAT, "config": config, "config_hash": config_hash, "model": model, "data": data,

@@ -18,6 +18,7 @@ from typing import Callable, Literal, Mapping, get_args
 
 import torch
 
+from wiseedit.chat import ChatFormat, ChatTemplateMode
 from wiseedit.edits.record import EditRecord
 from wiseedit.errors import BadInputError
 from wiseedit.evaluation.processes import Processes
@@ -33,7 +34,9 @@ from wiseedit.evaluation.store import RunStore, UnitKey, sha256_of
 from wiseedit.evaluation.suites import open_suite
 from wiseedit.methods.base import EditingMethod
 from wiseedit.registry import METHOD_NAMES, method_class
-from wiseedit.models import DType, load_base
+from wiseedit.models import DType, load_base, resolve_model
+from wiseedit.models.context import check_context
+from wiseedit.models.loading import load_tokenizer
 
 Mode = Literal["lifelong", "each-edit"]
 DEFAULT_T: tuple[int, ...] = (1, 10, 100)
@@ -69,6 +72,7 @@ class EvalConfig:
     limit: int | None = None  # only the first `limit` edits of the suite (None: all)
     seed: int | None = None  # torch's seed per block and the `seed` of SEEDED_METHODS; None: their defaults
     mode: Mode = "lifelong"  # "each-edit": measure each edit right after applying it (hides forgetting)
+    chat_template: ChatTemplateMode = "auto"  # prompts through the tokenizer's chat template if it has one
 
     def __post_init__(self) -> None:
         if not self.methods:
@@ -87,6 +91,9 @@ class EvalConfig:
             raise BadInputError(f"limit must be at least 1, got {self.limit}")
         if self.mode not in get_args(Mode):
             raise BadInputError(f"mode must be one of {', '.join(get_args(Mode))}, got {self.mode!r}")
+        if self.chat_template not in get_args(ChatTemplateMode):
+            raise BadInputError(f"chat_template must be one of {', '.join(get_args(ChatTemplateMode))}, "
+                                f"got {self.chat_template!r}")
         for name, options in self.options.items():
             if name not in self.methods:
                 raise BadInputError(f"options are given for {name}, which is not among the methods "
@@ -107,7 +114,8 @@ class EvalConfig:
     def to_json(self) -> dict:
         return {"suite": self.suite, "methods": list(self.methods),
                 "options": {m: dict(self.options[m]) for m in self.methods if self.options.get(m)},
-                "T": list(self.T), "limit": self.limit, "seed": self.seed, "mode": self.mode}
+                "T": list(self.T), "limit": self.limit, "seed": self.seed, "mode": self.mode,
+                "chat_template": self.chat_template}
 
 
 @dataclass(frozen=True)
@@ -157,14 +165,19 @@ def evaluate(model: str, config: EvalConfig, *, output_path: str | Path | None =
     if processes.count > 1 and device in ("auto", "cuda"):  # one device per process, as accelerate assigns
         device = processes.device or device
 
+    source = resolve_model(model)
+    tokenizer = load_tokenizer(source)
+    chat = ChatFormat.resolve(config.chat_template, tokenizer)
+    edits = chat.records(tokenizer, edits)  # as the model sees them (data identity: the user's text)
+    check_context(edits, tokenizer, source.path, model)
     if log:
         for note in filter(None, (coverage_note(len(edits), T) for T in config.T)):
             log(note)
-        log(f"loading model {model}")
+        log(f"loading model {model}" + (" (prompts through its chat template)" if chat.applied else ""))
     base = load_base(model, device=device, dtype=dtype)
-    identity = model_identity(base)
+    identity = {**model_identity(base), "chat_template": chat.template}
     run_identity = {"config": config.to_json(), "data": data,
-                    "model": {k: identity[k] for k in ("fingerprint", "dtype")}}
+                    "model": {k: identity[k] for k in ("fingerprint", "dtype", "chat_template")}}
     store = RunStore(folder, run_identity, processes.index, processes.count) if folder is not None else None
     if store is not None:
         store.check(force)

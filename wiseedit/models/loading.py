@@ -57,7 +57,7 @@ def load_base(name: str, *, device: str = "auto", dtype: DType = "auto",
         raise BadInputError(f"the weights of model '{name}' in {source.path} cannot be loaded: "
                             f"{_first_line(error)}") from error
     model.eval()
-    tokenizer = _load_tokenizer(source, trust_remote_code)
+    tokenizer = load_tokenizer(source, trust_remote_code)
     return LoadedModel(model=model, tokenizer=tokenizer, source=source, fingerprint=base_fingerprint(model))
 
 
@@ -123,7 +123,8 @@ def _weights_bytes(path: Path, dtype: torch.dtype | str) -> float:
     return float(on_disk)
 
 
-def _load_tokenizer(source: ModelSource, trust_remote_code: bool) -> PreTrainedTokenizerBase:
+def load_tokenizer(source: ModelSource, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """The tokenizer of a resolved model (fast: no weights are read), with a pad token (EOS) if it has none."""
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.path, trust_remote_code=trust_remote_code,
                                                   local_files_only=True)

@@ -46,8 +46,11 @@ def tiny_config(arch: str, vocab_size: int, layers: int = 6, hidden: int = 64, f
                   initializer_range=0.2)
     if arch in ("llama", "mistral", "qwen2"):
         cls = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config}[arch]
+        # 1024 positions: the hallucination / temporal passages take up to about 620 tokens with the tiny
+        # tokenizer, and longer texts are refused (wiseedit.models.context). Rotary positions have no
+        # weights, so this leaves the model's parameters as they were.
         return cls(hidden_size=hidden, intermediate_size=ffn_mult * hidden, num_hidden_layers=layers,
-                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
                    tie_word_embeddings=False, **common)
     if arch == "gpt2":
         return GPT2Config(n_embd=hidden, n_layer=layers, n_head=4, n_positions=256,

@@ -1,7 +1,8 @@
 """Routing decisions made once per input, at prefill, and kept while ``generate`` decodes.
 
-A forward pre-hook on the top-level model sees every call's ``attention_mask`` and
-``past_key_values``. A call without a filled KV cache is a *prefill*: the router will decide per row
+A forward pre-hook on the top-level model sees every call's ``attention_mask`` and KV cache (found by
+type, whatever transformers names it: :mod:`wiseedit.models.kv_cache`). A call without a filled KV cache
+is a *prefill*: the router will decide per row
 from that call's tokens (padding masked out, and outside the prompt masked out when the evaluator set
 a query mask). A call with a filled cache is a *decode step*: the decision of the prefill is kept, so a
 generated answer is produced by the same memory that recognised the prompt.
@@ -18,6 +19,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from wiseedit.models.kv_cache import extends_cache
+
 
 @dataclass
 class RoutingState:
@@ -26,14 +29,6 @@ class RoutingState:
     token_mask: torch.Tensor | None = None  # (B, T) tokens to route on; None: all
     decoding: bool = False                   # a KV-cache decode step: reuse `chosen`
     chosen: torch.Tensor | None = None       # (B,) memory index per row of the last prefill, -1 = main
-
-
-def _cache_length(past) -> int:
-    if past is None:
-        return 0
-    if hasattr(past, "get_seq_length"):
-        return int(past.get_seq_length())
-    return int(past[0][0].shape[-2]) if len(past) else 0  # legacy tuple cache
 
 
 def install_routing_hook(model: nn.Module, state: RoutingState, query_mask: Callable[[], torch.Tensor | None],
@@ -45,7 +40,7 @@ def install_routing_hook(model: nn.Module, state: RoutingState, query_mask: Call
     special = torch.tensor(sorted(set(special_ids)), dtype=torch.long)
 
     def before_forward(module, args, kwargs):
-        if _cache_length(kwargs.get("past_key_values")) > 0:
+        if extends_cache(kwargs):
             state.decoding = True
             return None
         state.decoding, state.chosen = False, None

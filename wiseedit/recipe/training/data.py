@@ -15,12 +15,8 @@ import torch
 
 from wiseedit.edits.record import EditRecord
 from wiseedit.errors import BadInputError
+from wiseedit.recipe.networks import statement
 from wiseedit.tokens import TokenBatch, encode_pair, pad_token_id, right_padded
-
-
-def statement(prompt: str, target: str) -> str:
-    """The knowledge statement of an edit: what its key and prompt vectors are made from."""
-    return f"{prompt} {target}"
 
 
 @dataclass(frozen=True)
