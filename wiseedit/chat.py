@@ -37,8 +37,8 @@ class ChatFormat:
         """The format `mode` gives with `tokenizer` (None: the default, auto)."""
         mode = mode or DEFAULT_MODE
         if mode not in get_args(ChatTemplateMode):
-            raise BadInputError(f"--chat-template must be one of {', '.join(get_args(ChatTemplateMode))}, "
-                                f"got {mode!r}")
+            allowed = f"must be one of {', '.join(get_args(ChatTemplateMode))}, got {mode!r}"
+            raise BadInputError(f"chat_template {allowed}", cli=f"--chat-template {allowed}")
         template = getattr(tokenizer, "chat_template", None) if mode == "auto" else None
         if isinstance(template, dict):  # several named templates: the default one is what chat uses
             template = template.get("default")
