@@ -24,7 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from wiseedit.edits.record import EditRecord, LocalityProbe  # noqa: E402
-from wiseedit.evaluation.batching import encode_pair, left_padded_prompts, right_padded  # noqa: E402
+from wiseedit.tokens import encode_pair, left_padded_prompts, right_padded  # noqa: E402
 from wiseedit.recipe.config import RecipeConfig  # noqa: E402
 from wiseedit.recipe.method import RecipeMethod  # noqa: E402
 from wiseedit.recipe.store import KnowledgeStore  # noqa: E402

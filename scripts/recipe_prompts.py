@@ -24,7 +24,7 @@ from collections import Counter, defaultdict
 
 import torch
 
-from wiseedit.evaluation.batching import chunks
+from wiseedit.tokens import chunks
 from wiseedit.evaluation.suites import open_suite
 from wiseedit.models import load_base
 from wiseedit.recipe.checkpoint import load_networks

@@ -96,7 +96,7 @@ def main() -> None:
     probes = [(pos, p.prompt) for e in edits for pos, p in enumerate(e.locality, start=1)]
     loc = method.lookup([p for _, p in probes])
 
-    gate = method.options["gate"]
+    gate = method.config.gate
     # each kind of query that should retrieve its own edit: (lookups, the id each should retrieve)
     should = {"edit prompt": (own, [e.id for e in edits]), "rephrasing": (reph, [i for i, _ in rephrased])}
 

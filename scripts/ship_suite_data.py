@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from wiseedit.evaluation.suites import SHIPPED_FILES, ShippedFile  # noqa: E402
+from wiseedit.data.shipped import SHIPPED_FILES, ShippedFile  # noqa: E402
 
 TARGET = ROOT / "wiseedit" / "data" / "suites"
 

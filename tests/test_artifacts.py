@@ -12,7 +12,7 @@ from safetensors import safe_open
 from wiseedit.artifacts import (
     atomic_directory,
     backup_path,
-    check_base,
+    check_delta_base,
     default_delta_dir,
     load_delta,
     save_delta,
@@ -29,6 +29,7 @@ FP_B = "sha256:" + "ef01" * 16
 def _state() -> MethodState:
     weights = torch.arange(12, dtype=torch.float32).reshape(3, 4) / 7
     return MethodState(
+        settings={"lr": 0.5, "layer": None},
         config={"threshold": 0.125, "counter": 3, "rng": [1, 2, 3], "nested": {"a": None}},
         tensors={
             "memory.fp32": weights,
@@ -66,15 +67,16 @@ def test_round_trip_is_bit_identical(tmp_path):
         got = loaded.state.tensors[name]
         assert got.dtype == tensor.dtype and got.device.type == "cpu"
         assert torch.equal(got, tensor), name
-    assert loaded.state.config == state.config
+    assert loaded.state.config == state.config and loaded.state.settings == state.settings
+    assert loaded.config["method_settings"] == state.settings and loaded.config["method_state"] == state.config
     assert loaded.config == saved.config
     assert (loaded.method, loaded.num_edits, loaded.base_fingerprint) == ("wise", 2, FP_A)
     text = (tmp_path / "d" / "wiseedit_config.json").read_text()
     assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"
     assert set(loaded.config["versions"]) == {"wiseedit", "torch", "transformers", "safetensors"}
-    assert loaded.config["created"].endswith("Z") and loaded.config["format_version"] == 1
+    assert loaded.config["created"].endswith("Z") and loaded.config["format_version"] == 2
     with safe_open(str(tmp_path / "d" / "delta.safetensors"), framework="pt") as handle:
-        assert handle.metadata() == {"format": "pt", "wiseedit_format_version": "1", "method": "wise"}
+        assert handle.metadata() == {"format": "pt", "wiseedit_format_version": "2", "method": "wise"}
 
 
 def test_no_tensors_still_writes_a_loadable_file(tmp_path):
@@ -151,9 +153,9 @@ def test_crash_between_renames_is_reported_with_the_restore_command(tmp_path):
 
 def test_different_base_fingerprint_is_refused(tmp_path):
     delta = _save(tmp_path / "d")
-    check_base(delta, FP_A, "tiny-llama")  # same weights: fine
+    check_delta_base(delta, FP_A, "tiny-llama")  # same weights: fine
     with pytest.raises(BadInputError) as info:
-        check_base(delta, FP_B, "other-llama")
+        check_delta_base(delta, FP_B, "other-llama")
     message = str(info.value)
     assert short_hash(FP_A) in message and short_hash(FP_B) in message
     assert short_hash(FP_A) == "sha256:abcdabcdabcd…" and "\n" not in message
@@ -175,7 +177,7 @@ def _missing_keys(d: Path) -> str:
 
 def _newer_format(d: Path) -> str:
     config = json.loads((d / "wiseedit_config.json").read_text())
-    config["format_version"] = 2
+    config["format_version"] = 3
     (d / "wiseedit_config.json").write_text(json.dumps(config))
     return "wiseedit_config.json"
 

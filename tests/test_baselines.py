@@ -19,10 +19,11 @@ from safetensors.torch import load, save
 
 from wiseedit.baselines.ft_l import FineTuneConfig, FineTuneMethod
 from wiseedit.baselines.grace import GraceConfig, GraceMethod
-from wiseedit.baselines.grace_codebook import GraceCodebook
+from wiseedit.baselines.grace.codebook import GraceCodebook
 from wiseedit.edits.record import EditRecord
+from wiseedit.errors import BadInputError
 from wiseedit.methods.base import MethodState
-from wiseedit.methods.registry import method_class
+from wiseedit.registry import method_class
 from wiseedit.testing.tiny import tiny_model, tiny_tokenizer
 
 ARCHS = ("llama", "gpt2")
@@ -81,7 +82,8 @@ def batch_logits(model, tok, prompts: list[str]) -> tuple[torch.Tensor, torch.Te
 def roundtrip(state: MethodState) -> MethodState:
     """The state as a delta directory stores it: JSON config and safetensors tensors."""
     tensors = {k: v.contiguous() for k, v in state.tensors.items()}
-    return MethodState(json.loads(json.dumps(state.config)), load(save(tensors)))
+    return MethodState(json.loads(json.dumps(state.config)), load(save(tensors)),
+                       settings=json.loads(json.dumps(state.settings)))
 
 
 @torch.no_grad()
@@ -207,7 +209,7 @@ def test_grace_config_presets_and_registry():
     assert (paper.n_iter, paper.lr) == (100, 1.0)
     assert paper.replacement == "last" and paper.stop_loss is None
     assert GraceConfig.from_options({"preset": "paper", "eps": 2.0}).eps == 2.0
-    with pytest.raises(ValueError, match="unknown GRACE options: epsilon"):
+    with pytest.raises(BadInputError, match=r"unknown GRACE option\(s\): epsilon"):
         GraceConfig.from_options({"epsilon": 1.0})
     assert method_class("grace") is GraceMethod and method_class("ft-l") is FineTuneMethod
 

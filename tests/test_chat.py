@@ -85,11 +85,12 @@ def test_none_keeps_raw_prompts_and_a_continued_delta_keeps_its_choice(saved_tin
     wiseedit.edit(str(folder), EDITS[:1], method="grace", out=tmp_path / "d", device="cpu", chat_template="none")
     config = json.loads((tmp_path / "d" / "wiseedit_config.json").read_text())
     assert config["chat_template"] == {"mode": "none", "template": None}
-    with pytest.raises(BadInputError, match="made with --chat-template none"):
+    with pytest.raises(BadInputError, match="made with chat_template='none'") as refused:
         wiseedit.edit(str(folder), EDITS[1:], delta=tmp_path / "d", device="cpu", chat_template="auto")
+    assert "made with --chat-template none" in refused.value.for_cli()  # what the command line prints
     more = wiseedit.edit(str(folder), EDITS[1:], delta=tmp_path / "d", device="cpu")
     assert more.delta.config["chat_template"] == {"mode": "none", "template": None}
-    with pytest.raises(BadInputError, match="--chat-template must be one of auto, none"):
+    with pytest.raises(BadInputError, match="chat_template must be one of auto, none"):
         wiseedit.edit(str(folder), EDITS[:1], method="none", out=tmp_path / "e", device="cpu", chat_template="yes")
 
 

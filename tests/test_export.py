@@ -22,7 +22,7 @@ from wiseedit.cli.app import app
 from wiseedit.edits import EditRecord
 from wiseedit.edits.record import LocalityProbe
 from wiseedit.export.card import CardFacts, model_card
-from wiseedit.export.detect import DELTA_SUBDIR, MODELING_CLASS, MODELING_FILE, PROVENANCE_FILE, exported_delta
+from wiseedit.artifacts.exported import DELTA_SUBDIR, MODELING_CLASS, MODELING_FILE, PROVENANCE_FILE, exported_delta
 from wiseedit.export.exporter import export_model
 from wiseedit.export.measure import ExportMetrics, Figures, neutral_probes, probes_from_log
 from wiseedit.export.merged import LocalityTooLow, merged_weight

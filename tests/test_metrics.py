@@ -15,7 +15,7 @@ from tokenizers import processors
 from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
-from wiseedit.evaluation.batching import encode_pair, left_padded_prompts, right_padded
+from wiseedit.tokens import encode_pair, left_padded_prompts, right_padded
 from wiseedit.evaluation.metrics import (
     OOD_LOSS_THRESHOLD,
     agreement,

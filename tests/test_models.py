@@ -193,7 +193,7 @@ def test_explicit_module_and_layer_checks():
         "model.layers.3.mlp.gate_proj"
     with pytest.raises(BadInputError, match="layer 32 is out of range: this model has 32 layers, numbered 0 to 31"):
         edited_module_path(config, layer=32)
-    with pytest.raises(BadInputError, match="both --module"):
+    with pytest.raises(BadInputError, match="both module"):
         edited_module_path(config, layer=3, module="model.layers.20.mlp.down_proj")
 
 
@@ -201,8 +201,11 @@ def test_unknown_architecture_says_to_pass_module():
     config = SimpleNamespace(model_type="xyz", num_hidden_layers=12)
     with pytest.raises(BadInputError) as error:
         edited_module_path(config)
-    assert str(error.value) == ("architecture 'xyz' has no preset: pass --module with the path of the FFN value "
-                                "module to edit (e.g. model.layers.20.mlp.down_proj)")
+    # the library names the option, the command line its flag
+    assert str(error.value) == ("architecture 'xyz' has no preset: give the option module with the path of the "
+                                "FFN value module to edit (e.g. model.layers.20.mlp.down_proj)")
+    assert error.value.for_cli() == ("architecture 'xyz' has no preset: pass --module with the path of the FFN "
+                                     "value module to edit (e.g. model.layers.20.mlp.down_proj)")
     assert edited_module_path(config, module="blocks.9.ffn.out") == "blocks.9.ffn.out"
 
 

@@ -15,7 +15,7 @@ from wiseedit.baselines.grace import GraceConfig
 from wiseedit.cli.app import app
 from wiseedit.errors import BadInputError
 from wiseedit.evaluation.runner import EvalConfig
-from wiseedit.methods.registry import METHOD_NAMES, method_class
+from wiseedit.registry import METHOD_NAMES, method_class
 from wiseedit.wise.config import WiseConfig
 
 NAN, INF = float("nan"), float("inf")
@@ -156,15 +156,12 @@ def test_every_field_is_checked(config):
     """A list is no field's value: each field refuses it by name (a field without a check would not)."""
     for f in fields(config):
         with pytest.raises((BadInputError, ValueError), match=f.name):
-            if config is WiseConfig:
-                WiseConfig.from_dict({f.name: []})
-            else:
-                config.from_options({f.name: []})
+            config.from_options({f.name: []})
 
 
 def test_wise_defaults_and_round_trip_pass_the_check():
-    config = WiseConfig.from_dict({"n_iter": 30, "layer": 1})
-    assert WiseConfig.from_dict(config.to_dict()) == config
+    config = WiseConfig.from_options({"n_iter": 30, "layer": 1})
+    assert WiseConfig.from_options(config.to_dict()) == config
 
 
 def test_eval_config_checks_each_method_with_the_run_seed():
@@ -212,10 +209,10 @@ def test_api_edit_refuses_a_bad_option_before_loading_the_model(model_dir, edits
     import wiseedit.api
 
     out = tmp_path / "out.wiseedit"
-    with pytest.raises(BadInputError, match="WISE layer must be a whole number"):
+    with pytest.raises(BadInputError, match="invalid WISE option: layer must be a whole number"):
         wiseedit.api.edit(str(model_dir), edits_file, method="wise", options={"layer": 2.5}, out=out,
                           device="cpu")
-    with pytest.raises(BadInputError, match="RECIPE option query_cache_size"):
+    with pytest.raises(BadInputError, match="invalid RECIPE option: query_cache_size"):
         wiseedit.api.edit(str(model_dir), edits_file, method="recipe", options={"checkpoint": "x",
                                                                                 "query_cache_size": -1}, out=out)
     assert not out.exists() and not (tmp_path / "llama.wiseedit").exists()

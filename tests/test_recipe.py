@@ -34,10 +34,10 @@ from transformers import BertConfig, BertModel
 
 from wiseedit.edits.record import EditRecord, LocalityProbe
 from wiseedit.errors import BadInputError
-from wiseedit.evaluation.batching import encode_pair, left_padded_prompts, right_padded
+from wiseedit.tokens import encode_pair, left_padded_prompts, right_padded
 from wiseedit.evaluation.metrics import agreement, argmax_predictions, generation_scores, token_accuracy
 from wiseedit.methods.base import MethodState
-from wiseedit.methods.registry import method_class
+from wiseedit.registry import method_class
 from wiseedit.recipe.checkpoint import META_FILE, WEIGHTS_FILE, list_checkpoints, load_networks
 from wiseedit.recipe.config import RecipeConfig
 from wiseedit.recipe.encoder import SentenceEncoder, pool
@@ -243,7 +243,7 @@ def test_sentinel_offset_makes_retrieval_stricter_and_is_saved(llama):
         assert sum(r.hit for r in found) == 5 and all(r.hit == (r.margin > offset) for r in found)
         # a miss runs the base model unchanged, a hit is prefixed (its argmax may or may not move)
         assert [torch.equal(last_logits(p), b) for p, b in zip(prompts, base)] == [not r.hit for r in found]
-        assert strict.state().config["options"]["sentinel_offset"] == offset  # saved with the delta
+        assert strict.state().settings["sentinel_offset"] == offset  # saved with the delta
     finally:
         strict.detach()
 
@@ -275,7 +275,7 @@ def test_cosine_gate_answers_a_query_above_a_share_of_the_edits_own_prompt_cosin
         save_file(state.tensors, tmp_path / "delta.safetensors")
     finally:
         m.detach()
-    saved = MethodState(state.config, load_file(tmp_path / "delta.safetensors"))
+    saved = MethodState(state.config, load_file(tmp_path / "delta.safetensors"), settings=state.settings)
     restored = RecipeMethod.restore(llama.llm, tok, saved)
     try:
         assert torch.equal(restored.store.own_cosines, own)
@@ -306,17 +306,18 @@ def test_a_delta_saved_without_own_prompt_cosines_loads_for_the_sentinel_gate_on
     finally:
         m.detach()
     older = {k: v for k, v in state.tensors.items() if k != "own_cosines"}  # as saved before they were recorded
-    options = {k: v for k, v in state.config["options"].items() if k not in ("gate", "cosine_ratio")}
+    # a delta of format 1 (settings inside the state, as "options") saved before the gate was an option
+    options = {k: v for k, v in state.settings.items() if k not in ("gate", "cosine_ratio")}
     restored = RecipeMethod.restore(llama.llm, tok, MethodState({**state.config, "options": options}, older))
     try:
-        assert restored.options["gate"] == "sentinel"  # what a delta saved before the gates was made with
+        assert restored.config.gate == "sentinel"  # what a delta saved before the gates was made with
         assert bool(restored.store.own_cosines.isnan().all())
         assert [r.margin for r in restored.lookup([e.prompt for e in llama.world.train[:5]])] == expected
     finally:
         restored.detach()
-    cosine = {**state.config, "options": {**state.config["options"], "gate": "cosine"}}
     with pytest.raises(BadInputError, match="saved before wiseedit recorded each edit's own-prompt cosine"):
-        RecipeMethod.restore(llama.llm, tok, MethodState(cosine, older))
+        RecipeMethod.restore(llama.llm, tok, MethodState(state.config, older, settings={**state.settings,
+                                                                                        "gate": "cosine"}))
 
 
 # -- mechanics (Llama and GPT-2) ---------------------------------------------------------------------
@@ -404,7 +405,7 @@ def test_state_restore_is_bit_identical(setup, method, tmp_path):
     state = method.state()
     save_file(state.tensors, tmp_path / "delta.safetensors")  # what the delta writer does
     method.detach()
-    reloaded = MethodState(state.config, load_file(tmp_path / "delta.safetensors"))
+    reloaded = MethodState(state.config, load_file(tmp_path / "delta.safetensors"), settings=state.settings)
     restored = RecipeMethod.restore(setup.llm, tok, reloaded)
     try:
         for name, tensor in restored.state().tensors.items():
@@ -434,7 +435,7 @@ def test_fresh_reuses_the_loaded_checkpoint_and_starts_empty(llama):
     created.detach()
     fresh = created.fresh()
     try:
-        assert fresh.networks is created.networks and fresh.options == created.options and len(fresh.store) == 0
+        assert fresh.networks is created.networks and fresh.config == created.config and len(fresh.store) == 0
         assert torch.equal(logits(fresh), base)  # nothing stored: the base model
         fresh.apply(llama.world.train[:10])
         reused = logits(fresh)

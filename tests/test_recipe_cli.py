@@ -314,7 +314,8 @@ def test_edit_eval_and_load_with_the_checkpoint(trained, files, tmp_path):
     assert json.loads(result.stdout)["total_edits"] == 3
     config = json.loads((tmp_path / "d" / "wiseedit_config.json").read_text())
     state = config["method_state"]
-    assert state["options"]["checkpoint"] == str(checkpoint) and state["checkpoint_sha256"].startswith("sha256:")
+    assert config["method_settings"]["checkpoint"] == str(checkpoint)
+    assert state["checkpoint_sha256"].startswith("sha256:")
     assert state["ids"] == ["a", "b", "c"]
 
     # the lifelong protocol on the same 3 edits (one block) and the audit of the reloaded delta agree

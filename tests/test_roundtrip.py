@@ -10,7 +10,7 @@ import torch
 
 import wiseedit
 from wiseedit.errors import BadInputError
-from wiseedit.evaluation.batching import encode_pair, pad_token_id, right_padded
+from wiseedit.tokens import encode_pair, pad_token_id, right_padded
 from wiseedit.testing import TINY_ARCHITECTURES, tiny_model, tiny_tokenizer
 
 EDITS = [

@@ -7,7 +7,8 @@ from importlib import resources
 import pytest
 
 from wiseedit.errors import BadInputError
-from wiseedit.evaluation.suites import SHIPPED_FILES, SUITES, load_suite
+from wiseedit.data.shipped import SHIPPED_FILES
+from wiseedit.evaluation.suites import SUITES, load_suite
 
 # The sha256 of the original files, as the README of the original data lists them (copied here on purpose: the
 # test must not trust the table it checks).

@@ -11,7 +11,7 @@ from wiseedit.edits.record import EditRecord
 from wiseedit.errors import BadInputError
 from wiseedit.methods.base import MethodState
 from wiseedit.testing import tiny_model, tiny_tokenizer
-from wiseedit.text import encode_pairs
+from wiseedit.tokens import encode_pairs
 from wiseedit.wise.memory import Memory, shard_mask
 from wiseedit.wise.merging import dare, linear, ties
 from wiseedit.wise.method import WiseMethod, WiseRetrieveMethod
@@ -60,7 +60,8 @@ def roundtrip(state: MethodState) -> MethodState:
     """Through JSON and a CPU copy, as a delta directory stores it."""
     import json
 
-    return MethodState(json.loads(json.dumps(state.config)), {k: v.clone() for k, v in state.tensors.items()})
+    return MethodState(json.loads(json.dumps(state.config)), {k: v.clone() for k, v in state.tensors.items()},
+                       settings=json.loads(json.dumps(state.settings)))
 
 
 @pytest.fixture(scope="module")

@@ -20,16 +20,16 @@ from wiseedit.artifacts.lock import writing
 from wiseedit.artifacts.reading import read_config
 from wiseedit.edits import EditRecord, read_edits
 from wiseedit.errors import BadInputError, InputProblems
-from wiseedit.evaluation.batching import encode_pair
 from wiseedit.generation import continue_prompts
-from wiseedit.methods.base import EditingMethod, ProgressFn
-from wiseedit.methods.registry import MethodName, method_class
+from wiseedit.methods.base import ProgressFn
+from wiseedit.registry import MethodName, method_class
 from wiseedit.models import DType, load_base, resolve_model
 from wiseedit.models.context import check_context
 from wiseedit.models.loading import load_tokenizer
 from wiseedit.recipe.training.run import TrainingRun  # noqa: F401  (re-exported: wiseedit.TrainingRun)
 from wiseedit.recipe.training.run import train as train_recipe  # noqa: F401  (re-exported: wiseedit.train_recipe)
-from wiseedit.session import EditedModel, LogFn, attach, base_name, load_edited
+from wiseedit.session import EditedModel, LogFn, attach, base_name, load_edited, recorded_base
+from wiseedit.tokens import encode_pair
 from wiseedit.wise.config import MergeAlgorithm
 
 WISE_METHODS = ("wise", "wise-retrieve")
@@ -83,6 +83,11 @@ class EditResult:
         """How many of the new edits the edited model recalls (greedy, exact tokens)."""
         return sum(o.recalled for o in self.outcomes)
 
+    def __repr__(self) -> str:  # the default would print the model, the saved state and every outcome
+        return (f"EditResult(delta={str(self.delta.path)!r}, method={self.method!r}, edits={len(self.outcomes)}, "
+                f"recalled={self.recalled}, total_edits={self.delta.num_edits}, "
+                f"seconds_per_edit={self.seconds_per_edit:.3g})")
+
     def to_json(self) -> dict:
         return {"delta": str(self.delta.path), "method": self.method, "edits": len(self.outcomes),
                 "total_edits": self.delta.num_edits, "seconds_per_edit": self.seconds_per_edit,
@@ -120,13 +125,13 @@ def edit(model: str | None, edits: str | Path | Sequence[EditRecord], *, method:
         method_class(method or DEFAULT_METHOD).check_options(dict(options or {}))
     hint = ""
     if out is not None:
-        target, flag = Path(out), "--out"
+        target, flag = Path(out), "out"
     elif delta is not None:
-        target, flag, hint = Path(delta), "--delta", "; pass --out DIR to save the continued delta elsewhere"
+        target, flag, hint = Path(delta), "delta", "; pass {out} to save the continued delta elsewhere"
     else:
-        source = resolve_model(model if model is not None else _recorded_base(None))
+        source = resolve_model(model if model is not None else recorded_base(None))
         target = default_delta_dir(source.path, source.builtin, source.name, Path.cwd())
-        flag, hint = "the default delta folder", "; pass --out DIR to write elsewhere"
+        flag, hint = "the default delta folder", "; pass {out} to write elsewhere"
     check_writable(target, flag, hint)
     # The delta is read under the lock: a writer that waited continues from what the other one saved.
     with writing(delta, target, log=log):
@@ -141,7 +146,7 @@ def _edit_locked(model, records, method, options, delta: Path | None, target: Pa
     name = _method_name(method, previous, options)
     if previous is not None:
         _check_new_ids(records, previous)
-    model_name = model if model is not None else _recorded_base(previous)
+    model_name = model if model is not None else recorded_base(previous)
     _check_target(target, previous, overwrite)
     source = resolve_model(model_name)
     tokenizer = load_tokenizer(source)
@@ -155,7 +160,7 @@ def _edit_locked(model, records, method, options, delta: Path | None, target: Pa
     if previous is not None:
         editor = attach(base, previous)
     else:
-        editor = _create(method_class(name), base, name, options)
+        editor = method_class(name).create(base.model, base.tokenizer, dict(options or {}))
         base.model.wiseedit = editor
     pairs = [encode_pair(base.tokenizer, r.prompt, r.target) for r in fed]
     prompts = [p.prompt_ids for p in pairs]
@@ -174,7 +179,7 @@ def _edit_locked(model, records, method, options, delta: Path | None, target: Pa
     saved = save_delta(
         target, method=name, state=editor.state(), edited_module=editor.summary().get("module"),
         base_name=base_name(base.source), base_revision=base.source.revision,
-        base_fingerprint=base.fingerprint, seed=_seed(editor, previous),
+        base_fingerprint=base.fingerprint, seed=editor.seed if previous is None else previous.config["seed"],
         new_edits=[r.to_json() for r in records], previous=previous, overwrite=overwrite,
         chat_template=chat.to_json())
     outcomes = [
@@ -191,6 +196,9 @@ class MergeResult:
     delta: Delta
     merged: int  # shards merged; 0: there was nothing to merge and nothing was written
     summary: dict
+
+    def __repr__(self) -> str:
+        return f"MergeResult(delta={str(self.delta.path)!r}, method={self.delta.method!r}, merged={self.merged})"
 
     def to_json(self) -> dict:
         return {"delta": str(self.delta.path), "method": self.delta.method, "merged_shards": self.merged,
@@ -253,11 +261,14 @@ def _method_name(method: str | None, previous: Delta | None, options: dict | Non
     if previous is None:
         return method or DEFAULT_METHOD
     if method is not None and method != previous.method:
-        raise BadInputError(f"delta {previous.path} was made with {previous.method}, not {method}: leave "
-                            "--method out to continue it, or start a new delta with --out")
+        made = f"delta {previous.path} was made with {previous.method}, not {method}"
+        raise BadInputError(f"{made}: leave method None to continue it, or start a new delta with out=<folder>",
+                            cli=f"{made}: leave --method out to continue it, or start a new delta with --out")
     if options:
-        raise BadInputError(f"delta {previous.path} keeps the settings it was made with; --option, --layer, "
-                            "--module and --seed only apply to a new delta (start one with --out)")
+        kept = f"delta {previous.path} keeps the settings it was made with"
+        raise BadInputError(f"{kept}; options only apply to a new delta (start one with out=<folder>)",
+                            cli=f"{kept}; --option, --layer, --module and --seed only apply to a new delta "
+                                "(start one with --out)")
     return previous.method
 
 
@@ -267,15 +278,12 @@ def _chat_format(mode: str | None, previous: Delta | None, tokenizer) -> ChatFor
         return ChatFormat.resolve(mode, tokenizer)
     recorded = ChatFormat.from_json(previous.config.get("chat_template"))
     if mode is not None and mode != recorded.mode:
-        raise BadInputError(f"delta {previous.path} was made with --chat-template {recorded.mode}; its edits "
-                            "must be put to the model the same way: leave --chat-template out to continue it")
+        made = f"delta {previous.path} was made with"
+        raise BadInputError(f"{made} chat_template={recorded.mode!r}; its edits must be put to the model the "
+                            "same way: leave chat_template None to continue it",
+                            cli=f"{made} --chat-template {recorded.mode}; its edits must be put to the model the "
+                                "same way: leave --chat-template out to continue it")
     return recorded
-
-
-def _recorded_base(previous: Delta | None) -> str:
-    if previous is None:
-        raise BadInputError("no model given: pass --model (a folder, an alias or a Hugging Face id)")
-    return previous.config["base_model_name_or_path"]
 
 
 def _check_new_ids(records: Sequence[EditRecord], previous: Delta) -> None:
@@ -300,27 +308,15 @@ def _check_target(target: Path, previous: Delta | None, overwrite: bool) -> None
     if previous is not None and target.resolve() == Path(previous.path).resolve():
         return  # appending in place
     if not target.is_dir():
-        raise BadInputError(f"{target} exists and is not a directory: pass --out with another path")
+        raise BadInputError(f"{target} exists and is not a directory: give another out",
+                            cli=f"{target} exists and is not a directory: pass --out with another path")
     if not overwrite:
-        raise BadInputError(f"{target} already exists: pass --delta {target} to continue editing it, "
-                            "--out DIR to write elsewhere, or --force to replace it")
+        raise BadInputError(f"{target} already exists: pass delta={str(target)!r} to continue editing it, "
+                            "another out to write elsewhere, or overwrite=True to replace it",
+                            cli=f"{target} already exists: pass --delta {target} to continue editing it, "
+                                "--out DIR to write elsewhere, or --force to replace it")
     if not (target / CONFIG_FILE).is_file() and any(target.iterdir()):
-        raise BadInputError(f"{target} is a non-empty folder that is not a wiseedit delta; refusing to "
-                            "replace it even with --force: pass --out with another path")
+        not_delta = f"{target} is a non-empty folder that is not a wiseedit delta; refusing to replace it"
+        raise BadInputError(f"{not_delta} even with overwrite=True: give another out",
+                            cli=f"{not_delta} even with --force: pass --out with another path")
 
-
-def _create(cls: type[EditingMethod], base, name: str, options: dict | None) -> EditingMethod:
-    try:
-        return cls.create(base.model, base.tokenizer, dict(options or {}))
-    except ValueError as error:
-        if not options:
-            raise
-        # GRACE / FT-L validate their options with ValueError; to the user it is bad input
-        raise BadInputError(f"invalid options for method {name}: {error}") from error
-
-
-def _seed(editor: EditingMethod, previous: Delta | None) -> int | None:
-    if previous is not None:
-        return previous.config["seed"]
-    seed = getattr(getattr(editor, "config", None), "seed", None)
-    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None

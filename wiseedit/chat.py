@@ -5,7 +5,7 @@ An instruct model answers a question asked in its chat format, not a bare senten
 edit or an evaluation feeds the model (edit prompt, rephrases, locality and portability probes, WISE's
 irrelevant text, the temporal OOD probe, ``wiseedit load -p``) is rendered as one user message with the
 generation prompt appended (``add_generation_prompt=True``), and the target follows it, by the
-tokenisation rule of :mod:`wiseedit.evaluation.batching`. Rendering is done on the text, once, where
+tokenisation rule of :mod:`wiseedit.tokens`. Rendering is done on the text, once, where
 the records enter editing or evaluation, so every method and metric tokenises the same string.
 
 The template applied is recorded in the delta's config (``chat_template``: mode and the Jinja text)
@@ -37,8 +37,8 @@ class ChatFormat:
         """The format `mode` gives with `tokenizer` (None: the default, auto)."""
         mode = mode or DEFAULT_MODE
         if mode not in get_args(ChatTemplateMode):
-            raise BadInputError(f"--chat-template must be one of {', '.join(get_args(ChatTemplateMode))}, "
-                                f"got {mode!r}")
+            allowed = f"must be one of {', '.join(get_args(ChatTemplateMode))}, got {mode!r}"
+            raise BadInputError(f"chat_template {allowed}", cli=f"--chat-template {allowed}")
         template = getattr(tokenizer, "chat_template", None) if mode == "auto" else None
         if isinstance(template, dict):  # several named templates: the default one is what chat uses
             template = template.get("default")

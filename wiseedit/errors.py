@@ -1,6 +1,10 @@
 """The errors wiseedit raises on purpose, each mapped to the CLI exit code of conventions.md.
 
 Anything else that escapes is a bug or a runtime failure (exit 3 in the CLI, traceback with --debug).
+
+The library speaks to a Python caller: ``str(error)`` names parameters (``overwrite=True``). Where the
+command line spells the advice differently (``--force``), the error also carries that sentence as
+:attr:`WiseEditError.cli`, which is what ``wiseedit`` prints.
 """
 
 from __future__ import annotations
@@ -10,6 +14,16 @@ class WiseEditError(Exception):
     """An expected failure with a one-sentence message for the user."""
 
     exit_code = 3
+
+    def __init__(self, message: str = "", *, cli: str | None = None):
+        super().__init__(message)
+        #: The same sentence in the command line's words (its flags for the parameters), or None when
+        #: ``str(self)`` reads the same on both.
+        self.cli = cli
+
+    def for_cli(self) -> str:
+        """The message as the command line prints it."""
+        return self.cli if self.cli is not None else str(self)
 
 
 class BadInputError(WiseEditError):

@@ -1,7 +1,7 @@
 """Greedy continuations of prompts, batched, for the before/after tables of ``wiseedit edit`` and the
 side-by-side outputs of ``wiseedit load``.
 
-Prompts are tokenised as the evaluation does (:mod:`wiseedit.evaluation.batching`), left-padded so
+Prompts are tokenised as the evaluation does (:mod:`wiseedit.tokens`), left-padded so
 every row continues from its last column, and decoded greedily with the attention mask passed; the
 editing methods attached to the model route on the prompt at prefill, so ``generate`` needs nothing
 else from them.
@@ -15,8 +15,8 @@ from typing import Sequence
 
 import torch
 
-from wiseedit.evaluation.batching import EncodedPair, chunks, left_padded_prompts, pad_token_id
-from wiseedit.evaluation.metrics import model_device
+from wiseedit.devices import model_device
+from wiseedit.tokens import EncodedPair, chunks, left_padded_prompts, pad_token_id
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from wiseedit.artifacts import Delta, check_base, load_delta, short_hash
+from wiseedit.artifacts import Delta, check_delta_base, load_delta, short_hash
 from wiseedit.chat import ChatFormat
 from wiseedit.errors import BadInputError
-from wiseedit.export.detect import exported_delta
+from wiseedit.artifacts.exported import exported_delta
 from wiseedit.generation import complete
 from wiseedit.methods.base import EditingMethod
-from wiseedit.methods.registry import method_class
+from wiseedit.registry import method_class
 from wiseedit.models import DType, LoadedModel, ModelSource, load_base
 
 #: Receives one-line progress notes ("loading model ...") for the user; the CLI prints them to stderr.
@@ -31,6 +31,11 @@ class EditedModel:
     base: LoadedModel
     method: EditingMethod | None = None
     delta: Delta | None = None
+
+    def __repr__(self) -> str:  # the default would print the whole model
+        delta = repr(str(self.delta.path)) if self.delta is not None else None
+        method = self.method.name if self.method is not None else None
+        return f"EditedModel(model={self.base.source.name!r}, method={method!r}, delta={delta})"
 
     @property
     def model(self):
@@ -98,7 +103,7 @@ def base_name(source: ModelSource) -> str:
 def attach(base: LoadedModel, delta: Delta) -> EditingMethod:
     """Restore `delta`'s method onto `base` after checking it was made on these weights, and expose it
     as ``base.model.wiseedit``."""
-    check_base(delta, base.fingerprint, base.source.name, base.model)
+    check_delta_base(delta, base.fingerprint, base.source.name, base.model)
     method = method_class(delta.method).restore(base.model, base.tokenizer, delta.state)
     base.model.wiseedit = method
     return method
@@ -116,7 +121,7 @@ def load_edited(model: str | None, delta: str | Path | Delta | None = None, *, d
     if delta is None:
         delta = exported_delta(model)
     saved = delta if isinstance(delta, Delta) or delta is None else load_delta(Path(delta))
-    name = model if model is not None else _recorded_base(saved)
+    name = model if model is not None else recorded_base(saved)
     if log:
         log(f"loading model {name}")
     base = load_base(name, device=device, dtype=dtype)
@@ -128,7 +133,9 @@ def load_edited(model: str | None, delta: str | Path | Delta | None = None, *, d
     return EditedModel(base, attach(base, saved), saved)
 
 
-def _recorded_base(delta: Delta | None) -> str:
+def recorded_base(delta: Delta | None) -> str:
+    """The base model `delta` records (``base_model_name_or_path``); BadInputError without a delta."""
     if delta is None:
-        raise BadInputError("no model given: pass --model (a folder, an alias or a Hugging Face id)")
+        raise BadInputError("no model given: pass model (a folder, an alias or a Hugging Face id)",
+                            cli="no model given: pass --model (a folder, an alias or a Hugging Face id)")
     return delta.config["base_model_name_or_path"]

@@ -5,7 +5,7 @@ write protocol and its crash window.
 """
 
 from wiseedit.artifacts.atomic import atomic_directory, atomic_write_text, backup_path
-from wiseedit.artifacts.delta import Delta, check_base, load_delta, save_delta
+from wiseedit.artifacts.delta import Delta, check_delta_base, load_delta, save_delta
 from wiseedit.artifacts.location import default_delta_dir, sanitise_name
 from wiseedit.artifacts.reading import CONFIG_FILE, EDITS_FILE, FORMAT_VERSION, TENSORS_FILE, short_hash
 
@@ -18,7 +18,7 @@ __all__ = [
     "atomic_directory",
     "atomic_write_text",
     "backup_path",
-    "check_base",
+    "check_delta_base",
     "default_delta_dir",
     "load_delta",
     "sanitise_name",

@@ -1,9 +1,10 @@
 """The delta directory: what a method learned from its edits, saved apart from the base model.
 
-Layout (``format_version`` 1), written as a whole by :func:`save_delta` through
+Layout (``format_version`` 2), written as a whole by :func:`save_delta` through
 :func:`~wiseedit.artifacts.atomic.atomic_directory`:
 
-- ``wiseedit_config.json``: format version, method and its saved config (``method_state``), edited
+- ``wiseedit_config.json``: format version, method, its settings (``method_settings``: the options it
+  was created with) and its state (``method_state``: what editing changed: counters, ...), edited
   module, base model name/revision/fingerprint, seed, number of edits, library versions, ``created`` and
   ``updated`` (ISO UTC), and ``tensors``: the name, dtype and shape of every tensor of
   ``delta.safetensors`` (loading refuses a tensor file that does not match it: a tensor of another
@@ -38,7 +39,7 @@ from wiseedit.artifacts.reading import (
     FORMAT_VERSION,
     TENSORS_FILE,
     read_config,
-    read_edits,
+    read_edit_log,
     read_tensors,
     short_hash,
     tensor_manifest,
@@ -57,6 +58,9 @@ class Delta:
     state: MethodState
     edits_log: list[dict]
     edits_text: str | None = field(default=None, repr=False, compare=False)  # edits.jsonl verbatim
+
+    def __repr__(self) -> str:  # the default would print every tensor and every line of the log
+        return f"Delta(path={str(self.path)!r}, method={self.method!r}, num_edits={self.num_edits})"
 
     @property
     def method(self) -> str:
@@ -166,6 +170,7 @@ def save_delta(
     config = {
         "format_version": FORMAT_VERSION,
         "method": method,
+        "method_settings": state.settings if state.settings is not None else {},
         "method_state": state.config,
         "edited_module": edited_module,
         "base_model_name_or_path": base_name,
@@ -188,7 +193,7 @@ def save_delta(
         atomic_write_text(tmp / EDITS_FILE, edits_text)
         atomic_write_text(tmp / CONFIG_FILE, config_text)
     saved = json.loads(config_text)  # exactly what a reload gives (tuples become lists, ...)
-    return Delta(path, saved, MethodState(saved["method_state"], tensors, Path(path)), log, edits_text)
+    return Delta(path, saved, _method_state(saved, tensors, Path(path)), log, edits_text)
 
 
 def load_delta(path: Path) -> Delta:
@@ -201,11 +206,17 @@ def load_delta(path: Path) -> Delta:
     path = Path(path)
     config = read_config(path)
     tensors = read_tensors(path, config)
-    edits_text, log = read_edits(path, config["num_edits"])
-    return Delta(path, config, MethodState(config["method_state"], tensors, path), log, edits_text)
+    edits_text, log = read_edit_log(path, config["num_edits"])
+    return Delta(path, config, _method_state(config, tensors, path), log, edits_text)
 
 
-def check_base(delta: Delta, fingerprint: str, base_name: str, model=None) -> None:
+def _method_state(config: dict, tensors: dict[str, torch.Tensor], path: Path) -> MethodState:
+    """The method's saved form; a version 1 delta has no ``method_settings`` (settings None: they are in
+    its state, in the method's older layout)."""
+    return MethodState(config["method_state"], tensors, path, settings=config.get("method_settings"))
+
+
+def check_delta_base(delta: Delta, fingerprint: str, base_name: str, model=None) -> None:
     """Refuse (BadInputError) to use `delta` on a model whose weights' `fingerprint` differs from the
     base the delta was made on; `base_name` names the loaded model in the message.
 

@@ -46,20 +46,27 @@ def default_delta_dir(base_path: Path | None, builtin: bool, base_name: str, cwd
     return cwd / (sanitise_name(base_name) + SUFFIX)
 
 
-def check_writable(path: str | Path, option: str = "--out", hint: str = "") -> None:
+def check_writable(path: str | Path, option: str = "out", hint: str = "") -> None:
     """Refuse (BadInputError, one sentence) an output location that cannot be created or written: the
     deepest existing folder on the way to `path` (its parent, for an existing `path`, which outputs
     replace through a sibling) must be a writable directory, and an existing directory `path` writable
     too. Commands call it before loading a model, so a bad `option` costs nothing; a full disk or a
     filesystem that refuses later still fails at the write, leaving what was saved untouched.
-    `option` names where the path came from (the flag, or e.g. "the default delta folder"); `hint`
-    ends the sentence (e.g. "; pass --out DIR to write elsewhere")."""
+
+    `option` names the parameter `path` was given as (``output_path``); the command line's message names
+    its flag (``--output-path``). A description with a space ("the delta") reads the same on both. `hint`
+    ends the sentence, ``{out}`` in it naming the output parameter (``out``; on the command line ``--out DIR``)."""
     path = Path(path).expanduser().absolute()
+    flag = option if " " in option else "--" + option.replace("_", "-")
     folder = path.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     if not folder.is_dir():
-        raise BadInputError(f"{option} {path}: {folder} is a file, not a folder{hint}")
+        problem = f"{path}: {folder} is a file, not a folder"
+        raise BadInputError(f"{option} {problem}{hint.format(out='out')}",
+                            cli=f"{flag} {problem}{hint.format(out='--out DIR')}")
     for place in (folder, path) if path.is_dir() else (folder,):
         if not os.access(place, os.W_OK | os.X_OK):
-            raise BadInputError(f"{option} {path}: {place} is not writable{hint}")
+            problem = f"{path}: {place} is not writable"
+            raise BadInputError(f"{option} {problem}{hint.format(out='out')}",
+                            cli=f"{flag} {problem}{hint.format(out='--out DIR')}")

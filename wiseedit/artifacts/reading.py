@@ -15,8 +15,10 @@ from safetensors.torch import load_file
 from wiseedit.artifacts.atomic import backup_path, interrupted_write_message
 from wiseedit.errors import BadInputError
 
-#: The delta layout version this wiseedit writes and the newest it reads.
-FORMAT_VERSION = 1
+#: The delta layout version this wiseedit writes and the newest it reads. Version 2 keeps the method's
+#: settings (``method_settings``) apart from its state (``method_state``); a version 1 delta has them
+#: inside its state, where the method's ``restore`` still finds them.
+FORMAT_VERSION = 2
 CONFIG_FILE = "wiseedit_config.json"
 TENSORS_FILE = "delta.safetensors"
 EDITS_FILE = "edits.jsonl"
@@ -71,6 +73,8 @@ def _check_keys(file: Path, config: dict) -> None:
             raise BadInputError(f"{file}: {key} should be {description}, not {value!r}")
     if config["num_edits"] < 0:
         raise BadInputError(f"{file}: num_edits should not be negative, not {config['num_edits']}")
+    if config["format_version"] >= 2 and not isinstance(config.get("method_settings"), dict):
+        raise BadInputError(f"{file}: method_settings should be an object, not {config.get('method_settings')!r}")
     if not config["base_fingerprint"].startswith("sha256:"):
         raise BadInputError(
             f"{file}: base_fingerprint should look like 'sha256:<hex>', not {config['base_fingerprint']!r}"
@@ -176,7 +180,7 @@ def read_tensors(path: Path, config: dict) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def read_edits(path: Path, num_edits: int) -> tuple[str, list[dict]]:
+def read_edit_log(path: Path, num_edits: int) -> tuple[str, list[dict]]:
     """``edits.jsonl`` of `path`, verbatim and parsed; checks ``seq`` runs 1..`num_edits`."""
     file = path / EDITS_FILE
     if not file.is_file():

@@ -4,14 +4,12 @@ freezing the model while one tensor trains, and what a module hook needs to know
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wiseedit.errors import BadInputError
 from wiseedit.models.kv_cache import extends_cache
 from wiseedit.models.modules import get_weight_module
 from wiseedit.methods.training import frozen  # noqa: F401  (re-exported for the baselines)
@@ -58,8 +56,6 @@ def target_hits(logits: torch.Tensor, edit: EncodedEdit) -> torch.Tensor:
     return logits[0, edit.prompt_len - 1 : -1].argmax(-1) == edit.target_ids
 
 
-
-
 @dataclass(frozen=True)
 class ModelCall:
     """What a method needs to know about the forward call in progress."""
@@ -101,11 +97,3 @@ def last_true(mask: torch.Tensor) -> torch.Tensor:
     idx = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)  # (B, T)
     return torch.where(mask, idx, -1).max(dim=-1).values
 
-
-def check_config_options(method: str, parse: Callable[[dict], object], options: dict) -> None:
-    """Run `parse` (a baseline config's ``from_options``, which raises ValueError on a bad option) over
-    `options`, its error as BadInputError naming `method`: the baselines' ``check_options``."""
-    try:
-        parse(options)
-    except ValueError as error:
-        raise BadInputError(f"invalid options for method {method}: {error}") from error

@@ -155,7 +155,7 @@ def _silence_stdout() -> None:
 
 
 def _lines(error: WiseEditError) -> list[str]:
-    problems = error.problems if isinstance(error, InputProblems) else str(error).splitlines() or [""]
+    problems = error.problems if isinstance(error, InputProblems) else error.for_cli().splitlines() or [""]
     return [f"error: {problem}" for problem in problems]
 
 

@@ -25,7 +25,7 @@ from wiseedit.cli.common import (
     with_flags,
 )
 from wiseedit.cli.output import EditProgress, edit_table, note, print_json, stderr_console
-from wiseedit.methods.registry import MethodName
+from wiseedit.registry import MethodName
 
 EXAMPLE = "wiseedit edit examples/world_edits.jsonl --model world"
 

@@ -26,7 +26,7 @@ from wiseedit.cli.common import (
 from wiseedit.cli.eval_output import EvalProgressBar, eval_table
 from wiseedit.cli.output import note, print_json, stderr_console
 from wiseedit.errors import BadInputError, CheckFailed
-from wiseedit.methods.registry import METHOD_NAMES
+from wiseedit.registry import METHOD_NAMES
 
 EXAMPLE = "wiseedit eval --model world --method wise,grace -T 1,10 --limit 20"
 DEFAULT_SUITE = "world"

@@ -80,7 +80,7 @@ def export_command(
         console.print(metrics_table(refused.metrics.to_json()))
         if json_output:
             print_json({"written": False, "path": str(out), "form": "merged",
-                        "metrics": refused.metrics.to_json(), "error": str(refused)})
+                        "metrics": refused.metrics.to_json(), "error": refused.for_cli()})
         raise
     document = result.to_json()
     console.print(metrics_table(document["metrics"]))

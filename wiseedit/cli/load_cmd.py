@@ -55,7 +55,7 @@ def load_command(
     debug: DebugOpt = False,
 ) -> None:
     use_threads(threads)
-    from wiseedit.export.detect import PROVENANCE_FILE, exported_delta
+    from wiseedit.artifacts.exported import PROVENANCE_FILE, exported_delta
     from wiseedit.session import load_edited
 
     if compare and delta is None and exported_delta(model) is None:

@@ -1,6 +1,6 @@
 """Evaluation: what is measured and how (docs/evaluation.md).
 
-- :mod:`~wiseedit.evaluation.metrics` (on :mod:`~wiseedit.evaluation.batching`): Rel, Gen, Loc,
+- :mod:`~wiseedit.evaluation.metrics` (on :mod:`wiseedit.tokens`): Rel, Gen, Loc,
   perplexity, OOD, generation accuracy, as pure functions of a model;
 - :mod:`~wiseedit.evaluation.suites`: the suites (world, zsre, counterfact, hallucination, temporal, or
   an edit file);

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wiseedit.artifacts import EDITS_FILE, Delta, check_base, load_delta
+from wiseedit.artifacts import EDITS_FILE, Delta, check_delta_base, load_delta
 from wiseedit.chat import ChatFormat
 from wiseedit.artifacts.lock import writing
 from wiseedit.edits import EditRecord, to_edit_record
@@ -68,7 +68,7 @@ def _evaluate_delta_locked(saved: Delta, edits: list[EditRecord], chat: ChatForm
     if log:
         log(f"loading model {name}")
     base = load_base(name, device=device, dtype=dtype)
-    check_base(saved, base.fingerprint, base.source.name, base.model)  # before any work on a base it does not fit
+    check_delta_base(saved, base.fingerprint, base.source.name, base.model)  # before any work on a base it does not fit
     identity = {**model_identity(base), "chat_template": chat.template}
     run_identity = {"config": config, "data": data,
                     "model": {k: identity[k] for k in ("fingerprint", "dtype", "chat_template")}}

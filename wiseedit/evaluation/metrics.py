@@ -1,7 +1,7 @@
 """The editing metrics, as pure functions of a model, its tokenizer and (optionally) an editing method.
 
 Every function takes `pairs`, a sequence of ``(prompt, answer)`` strings, tokenises them by the rule
-of :mod:`wiseedit.evaluation.batching`, runs the model in batches under ``torch.no_grad`` on the
+of :mod:`wiseedit.tokens`, runs the model in batches under ``torch.no_grad`` on the
 model's device, and returns one number per pair. When `method` is given, each forward pass runs inside
 ``method.query_tokens(prompt_mask)``, so a method that routes or retrieves decides from the prompt
 alone, never from the answer it is being scored on. The model is put in eval mode for the call and
@@ -24,13 +24,8 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from wiseedit.evaluation.batching import (
-    chunks,
-    encode_pair,
-    left_padded_prompts,
-    pad_token_id,
-    right_padded,
-)
+from wiseedit.devices import model_device
+from wiseedit.tokens import chunks, encode_pair, left_padded_prompts, pad_token_id, right_padded
 
 Pair = tuple[str, str]
 
@@ -71,15 +66,6 @@ class GenerationScore:
     @property
     def exact_match(self) -> bool:
         return self.predicted == self.target
-
-
-def model_device(model) -> torch.device:
-    """Where `model`'s inputs must go: its ``device`` attribute, else that of its first parameter."""
-    device = getattr(model, "device", None)
-    if isinstance(device, torch.device):
-        return device
-    first = next(iter(model.parameters()), None)
-    return first.device if first is not None else torch.device("cpu")
 
 
 @contextmanager

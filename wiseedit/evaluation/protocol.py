@@ -40,7 +40,7 @@ from typing import Callable, Sequence
 from wiseedit.edits.record import EditRecord
 from wiseedit.evaluation import metrics
 from wiseedit.methods.base import EditingMethod
-from wiseedit.methods.registry import method_class
+from wiseedit.registry import method_class
 
 #: The figures of a block, in table order (each a mean; None when the suite does not measure it).
 FIGURES: tuple[str, ...] = ("rel", "gen", "loc", "port", "rel_generated", "ppl", "ood")

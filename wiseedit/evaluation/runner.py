@@ -34,7 +34,7 @@ from wiseedit.evaluation.report import EvalReport, build_report, data_identity, 
 from wiseedit.evaluation.store import RunStore, UnitKey, sha256_of
 from wiseedit.evaluation.suites import open_suite
 from wiseedit.methods.base import EditingMethod
-from wiseedit.methods.registry import METHOD_NAMES, method_class
+from wiseedit.registry import METHOD_NAMES, method_class
 from wiseedit.models import DType, load_base, resolve_model
 from wiseedit.models.context import check_context
 from wiseedit.models.loading import load_tokenizer
@@ -77,7 +77,8 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         if not self.methods:
-            raise BadInputError("no method to evaluate: give at least one (e.g. --method grace)")
+            raise BadInputError("no method to evaluate: give at least one (e.g. methods=('grace',))",
+                                cli="no method to evaluate: give at least one (e.g. --method grace)")
         for name in self.methods:
             if name not in METHOD_NAMES:
                 raise BadInputError(f"unknown method {name!r}; choose from {', '.join(METHOD_NAMES)}")
@@ -99,7 +100,8 @@ class EvalConfig:
                 raise BadInputError(f"options are given for {name}, which is not among the methods "
                                     f"evaluated ({', '.join(self.methods)})")
             if self.seed is not None and name in SEEDED_METHODS and "seed" in options:
-                raise BadInputError(f"--seed and --option seed=... both set the seed of {name}: keep one")
+                raise BadInputError(f"seed and options[{name!r}]['seed'] both set the seed of {name}: keep one",
+                                    cli=f"--seed and --option seed=... both set the seed of {name}: keep one")
         for name in self.methods:
             method_class(name).check_options(self.method_options(name))
 
@@ -272,10 +274,9 @@ def _check_methods(base, config: EvalConfig) -> dict[str, dict]:
     for name in config.methods:
         try:
             method = method_class(name).create(base.model, base.tokenizer, config.method_options(name))
-        except ValueError as error:  # GRACE / FT-L validate their settings with ValueError
-            raise BadInputError(f"method {name} cannot be created: {error}") from error
         except BadInputError as error:
-            raise BadInputError(f"method {name} cannot be created: {error}") from error
+            raise BadInputError(f"method {name} cannot be created: {error}",
+                                cli=f"method {name} cannot be created: {error.for_cli()}") from error
         settings[name] = method.settings()
         method.detach()
     return settings

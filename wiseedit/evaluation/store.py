@@ -60,8 +60,9 @@ class RunStore:
         Only the keys of this store's identity are compared, so a store made with the config and
         data alone can check a folder before the model is loaded."""
         if self.folder.exists() and not self.folder.is_dir():
-            raise BadInputError(f"--output-path {self.folder} exists and is not a folder")
-        check_writable(self.folder, "--output-path")
+            raise BadInputError(f"output_path {self.folder} exists and is not a folder",
+                                cli=f"--output-path {self.folder} exists and is not a folder")
+        check_writable(self.folder, "output_path")
         if force:
             return
         saved = self._saved_identity()
@@ -70,9 +71,9 @@ class RunStore:
         differ = [_difference(key, saved.get(key), self.identity[key]) for key in self.identity
                   if saved.get(key) != self.identity[key]]
         if differ:
-            raise BadInputError(
-                f"{self.folder} holds the results of another evaluation (its {', '.join(differ)} differ); "
-                "pass --force to start over there, or choose another --output-path")
+            other = f"{self.folder} holds the results of another evaluation (its {', '.join(differ)} differ)"
+            raise BadInputError(f"{other}; pass force=True to start over there, or choose another output_path",
+                                cli=f"{other}; pass --force to start over there, or choose another --output-path")
 
     def prepare(self, force: bool = False) -> None:
         """Main process, before any block, holding the folder's writer lock: delete the temporaries of
@@ -129,8 +130,10 @@ class RunStore:
         try:
             return json.loads(path.read_text(encoding="utf-8"))["identity"]
         except (ValueError, KeyError, TypeError):
-            raise BadInputError(f"{path} is not a wiseedit eval run file; pass --force to start over "
-                                "in that folder, or choose another --output-path") from None
+            raise BadInputError(f"{path} is not a wiseedit eval run file; pass force=True to start over in "
+                                "that folder, or choose another output_path",
+                                cli=f"{path} is not a wiseedit eval run file; pass --force to start over in that "
+                                    "folder, or choose another --output-path") from None
 
 
 def _difference(key: str, saved, mine) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from wiseedit.export.detect import DELTA_SUBDIR, MERGED_EDITS_FILE
+from wiseedit.artifacts.exported import DELTA_SUBDIR, MERGED_EDITS_FILE
 from wiseedit.export.measure import ExportMetrics
 
 CARD_EDITS = 20  # edits listed in the card; the edit log has them all

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-from wiseedit.artifacts import (CONFIG_FILE, Delta, atomic_directory, atomic_write_text, backup_path, check_base,
+from wiseedit.artifacts import (CONFIG_FILE, Delta, atomic_directory, atomic_write_text, backup_path, check_delta_base,
                                 load_delta)
 from wiseedit.artifacts.atomic import interrupted_write_message
 from wiseedit.artifacts.location import check_writable
@@ -22,7 +22,7 @@ from wiseedit.artifacts.lock import writing
 from wiseedit.errors import BadInputError, WiseEditError
 from wiseedit.export import measure
 from wiseedit.export.card import CardFacts, model_card
-from wiseedit.export.detect import DELTA_SUBDIR, MERGED_EDITS_FILE, PROVENANCE_FILE
+from wiseedit.artifacts.exported import DELTA_SUBDIR, MERGED_EDITS_FILE, PROVENANCE_FILE
 from wiseedit.export.merged import LocalityTooLow, bake, check_mergeable, consolidated_delta
 from wiseedit.export.selfcontained import add_remote_code, copy_delta, remove_remote_code
 from wiseedit.models import DType, LoadedModel, ModelSource, base_fingerprint, get_module, load_base, resolve_model
@@ -74,7 +74,8 @@ def export_model(model: str | None, delta: str | Path, out: str | Path, *, merge
     if merged:
         check_mergeable(saved.method)
     if not (isinstance(min_loc, (int, float)) and math.isfinite(min_loc) and 0 <= min_loc <= 1):
-        raise BadInputError(f"--min-loc should be a number from 0 to 1 (a Loc), not {min_loc!r}")
+        raise BadInputError(f"min_loc should be a number from 0 to 1 (a Loc), not {min_loc!r}",
+                            cli=f"--min-loc should be a number from 0 to 1 (a Loc), not {min_loc!r}")
     form: ExportForm = "merged" if merged else "self-contained"
     name = model if model is not None else saved.config["base_model_name_or_path"]
     source = resolve_model(name)
@@ -84,14 +85,15 @@ def export_model(model: str | None, delta: str | Path, out: str | Path, *, merge
     if log:
         log(f"loading model {name}")
     base = load_base(name, device=device, dtype=_export_dtype(source, dtype))
-    check_base(saved, base.fingerprint, base.source.name, base.model)
+    check_delta_base(saved, base.fingerprint, base.source.name, base.model)
     metrics, merge_note = _edit_and_measure(base, saved, merged, log)
     below = metrics.merged is not None and metrics.merged.loc < min_loc
     if below and not force:
+        low = f"the merged model's Loc is {metrics.merged.loc:.3f}, below"
+        routed = f"(routed: {metrics.routed.loc:.3f}); nothing was written: export self-contained"
         raise LocalityTooLow(
-            f"the merged model's Loc is {metrics.merged.loc:.3f}, below --min-loc {min_loc:g} (routed: "
-            f"{metrics.routed.loc:.3f}); nothing was written: export self-contained (drop --merged), or "
-            "pass --force to write it anyway", metrics)
+            f"{low} min_loc {min_loc:g} {routed} (merged=False), or pass force=True to write it anyway", metrics,
+            cli=f"{low} --min-loc {min_loc:g} {routed} (drop --merged), or pass --force to write it anyway")
 
     provenance = _provenance(form, base, saved, metrics, merge_note, min_loc if merged else None, below)
     if log:
@@ -126,17 +128,21 @@ def _check_out(out: Path, force: bool, protect: list[Path]) -> None:
     for kept in protect:
         kept = kept.expanduser().resolve()
         if target == kept or target in kept.parents:
-            raise BadInputError(f"--out {out} would replace {kept}, which the export reads: pass another path")
+            raise BadInputError(f"out {out} would replace {kept}, which the export reads: give another out",
+                                cli=f"--out {out} would replace {kept}, which the export reads: pass another path")
     check_writable(out)
     if not out.exists():
         return
     if not out.is_dir():
-        raise BadInputError(f"{out} exists and is not a directory: pass --out with another path")
+        raise BadInputError(f"{out} exists and is not a directory: give another out",
+                            cli=f"{out} exists and is not a directory: pass --out with another path")
     if not force:
-        raise BadInputError(f"{out} already exists: pass --force to replace it, or --out with another path")
+        raise BadInputError(f"{out} already exists: pass force=True to replace it, or another out",
+                            cli=f"{out} already exists: pass --force to replace it, or --out with another path")
     if not (out / PROVENANCE_FILE).is_file() and any(out.iterdir()):
-        raise BadInputError(f"{out} is a non-empty folder that is not a wiseedit export; refusing to replace it "
-                            "even with --force: pass --out with another path")
+        not_export = f"{out} is a non-empty folder that is not a wiseedit export; refusing to replace it"
+        raise BadInputError(f"{not_export} even with force=True: give another out",
+                            cli=f"{not_export} even with --force: pass --out with another path")
 
 
 def _export_dtype(source: ModelSource, dtype: DType) -> DType:
@@ -163,7 +169,7 @@ def _edit_and_measure(base: LoadedModel, saved: Delta, merged: bool,
         log(f"measuring on {len(probes.edits)} edit(s) and {len(probes.locality)} locality probe(s)")
     reference = measure.base_predictions(base.model, base.tokenizer, probes)
     method = attach(base, saved)
-    routed = measure.figures(base.model, base.tokenizer, probes, reference, method=method)
+    routed = measure.rel_and_loc(base.model, base.tokenizer, probes, reference, method=method)
     merge_note, merged_figures = None, None
     if merged:
         if log:
@@ -171,7 +177,7 @@ def _edit_and_measure(base: LoadedModel, saved: Delta, merged: bool,
         merged_delta, merge_note = consolidated_delta(method)
         _detach(base, method)
         bake(get_module(base.model, method.module_path), merged_delta)
-        merged_figures = measure.figures(base.model, base.tokenizer, probes, reference)
+        merged_figures = measure.rel_and_loc(base.model, base.tokenizer, probes, reference)
     else:
         _detach(base, method)
         if base_fingerprint(base.model) != base.fingerprint:

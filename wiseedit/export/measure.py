@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal, Sequence
 
 from wiseedit.evaluation.metrics import agreement, argmax_predictions, token_accuracy
-from wiseedit.wise.irrelevant import default_pool
+from wiseedit.data.irrelevant import default_pool
 
 Pair = tuple[str, str]
 ProbeSource = Literal["edits", "default-pool"]
@@ -81,7 +81,7 @@ def base_predictions(model, tokenizer, probes: Probes) -> list[list[int]]:
     return argmax_predictions(model, tokenizer, probes.locality)
 
 
-def figures(model, tokenizer, probes: Probes, reference: list[list[int]], method=None) -> Figures:
+def rel_and_loc(model, tokenizer, probes: Probes, reference: list[list[int]], method=None) -> Figures:
     """Rel and Loc of `model` (routed through `method` when given, so routing sees the prompt only)."""
     rel = token_accuracy(model, tokenizer, probes.edits, method=method)
     loc = agreement(reference, argmax_predictions(model, tokenizer, probes.locality, method=method))

@@ -24,17 +24,17 @@ RETRIEVE_MERGE = "ties"
 class LocalityTooLow(CheckFailed):
     """The merged model's Loc is below the bar: nothing was written (exit 1). `metrics` has the figures."""
 
-    def __init__(self, message: str, metrics: ExportMetrics):
-        super().__init__(message)
+    def __init__(self, message: str, metrics: ExportMetrics, *, cli: str | None = None):
+        super().__init__(message, cli=cli)
         self.metrics = metrics
 
 
 def check_mergeable(method_name: str) -> None:
     """Refuse (BadInputError) a delta whose method has no weight delta to bake."""
     if method_name not in MERGEABLE:
-        raise BadInputError(
-            f"--merged bakes a WISE side memory into the weights; a {method_name} delta has none to bake "
-            f"(only {', '.join(MERGEABLE)} deltas do): export it self-contained instead (drop --merged)")
+        none = (f"a WISE side memory into the weights; a {method_name} delta has none to bake (only "
+                f"{', '.join(MERGEABLE)} deltas do): export it self-contained instead")
+        raise BadInputError(f"merged=True bakes {none} (merged=False)", cli=f"--merged bakes {none} (drop --merged)")
 
 
 def consolidated_delta(method) -> tuple[torch.Tensor, dict]:
@@ -72,8 +72,9 @@ def merged_weight(module: nn.Module, delta: torch.Tensor) -> torch.Tensor:
                             f"edited module's weight {tuple(weight.shape)}")
     merged = (weight.float() + oriented.to(weight.device, torch.float32)).to(weight.dtype)
     if not torch.isfinite(merged).all():
-        raise WiseEditError(f"merging the delta gives non-finite weights (NaN or inf) in {weight.dtype}; "
-                            "nothing was written: export it self-contained instead (drop --merged)")
+        nan = (f"merging the delta gives non-finite weights (NaN or inf) in {weight.dtype}; nothing was written: "
+               "export it self-contained instead")
+        raise WiseEditError(f"{nan} (merged=False)", cli=f"{nan} (drop --merged)")
     return merged
 
 
@@ -81,6 +82,7 @@ def merged_weight(module: nn.Module, delta: torch.Tensor) -> torch.Tensor:
 def bake(module: nn.Module, delta: torch.Tensor) -> None:
     """Replace the module's weight by :func:`merged_weight` (checked first, so a failure changes nothing)."""
     if module.weight.device.type == "meta":
-        raise BadInputError("the edited module's weight is offloaded (device_map spread the model); load "
-                            "it on one device to export it merged, e.g. --device cpu")
+        spread = ("the edited module's weight is offloaded (device_map spread the model); load it on one device "
+                  "to export it merged")
+        raise BadInputError(f"{spread}, e.g. device='cpu'", cli=f"{spread}, e.g. --device cpu")
     module.weight.copy_(merged_weight(module, delta))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from wiseedit.artifacts import load_delta
 from wiseedit.errors import BadInputError
-from wiseedit.export.detect import DELTA_SUBDIR, exported_delta
+from wiseedit.artifacts.exported import DELTA_SUBDIR, exported_delta
 from wiseedit.models import LoadedModel, base_fingerprint, resolve_model
 from wiseedit.session import attach
 

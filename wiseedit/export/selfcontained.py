@@ -2,7 +2,7 @@
 
 Loading paths for such a folder:
 
-- ``wiseedit.load(DIR)``: wiseedit finds ``wiseedit_delta/`` (:func:`wiseedit.export.detect.exported_delta`)
+- ``wiseedit.load(DIR)``: wiseedit finds ``wiseedit_delta/`` (:func:`wiseedit.artifacts.exported.exported_delta`)
   and attaches it;
 - ``AutoModelForCausalLM.from_pretrained(DIR, trust_remote_code=True)``: ``config.json``'s ``auto_map``
   sends transformers to ``modeling_wiseedit.py``, which loads the base with transformers' own class and
@@ -21,7 +21,7 @@ from typing import Callable
 
 from wiseedit.artifacts import CONFIG_FILE, EDITS_FILE, TENSORS_FILE, Delta, atomic_write_text, load_delta
 from wiseedit.errors import WiseEditError
-from wiseedit.export.detect import DELTA_SUBDIR, MODELING_CLASS, MODELING_FILE
+from wiseedit.artifacts.exported import DELTA_SUBDIR, MODELING_CLASS, MODELING_FILE
 
 AUTO_CLASS = "AutoModelForCausalLM"
 _CLASS_REF = f"{Path(MODELING_FILE).stem}.{MODELING_CLASS}"  # "modeling_wiseedit.WiseeditForCausalLM"

@@ -2,9 +2,13 @@
 treat WISE, RECIPE and the baselines alike.
 
 Life cycle: ``create`` attaches a fresh method to a loaded model; ``apply`` teaches it edits, one after
-another (the lifelong setting); ``state`` returns everything needed to continue later (a JSON-able dict
-and named tensors, written to a delta directory); ``restore`` rebuilds the attached method from a
-state on the same base model; ``detach`` gives the model its base behaviour back.
+another (the lifelong setting); ``state`` returns everything needed to continue later (the settings,
+a JSON-able state and named tensors, written to a delta directory); ``restore`` rebuilds the attached
+method from a state on the same base model; ``detach`` gives the model its base behaviour back.
+
+Each method keeps its settings in a config dataclass (:class:`~wiseedit.methods.config.MethodConfig`,
+named by :attr:`EditingMethod.config_class`), which checks the user's options before any model is
+loaded.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import torch
 
 from wiseedit.edits.record import EditRecord
 from wiseedit.errors import BadInputError
+from wiseedit.methods.config import MethodConfig
 
 #: Called after each edit with (number done, number in total).
 ProgressFn = Callable[[int, int], None]
@@ -28,18 +33,26 @@ ProgressFn = Callable[[int, int], None]
 
 @dataclass
 class MethodState:
-    """A method's saved form: `config` is JSON-able (settings, counters, RNG state); `tensors` are
-    saved as safetensors (contiguous, on CPU is not required: the writer moves them)."""
+    """A method's saved form. `settings` are the options it was created with (its config dataclass as a
+    dict; a delta's ``method_settings``); `config` is the JSON-able state that editing changes
+    (counters, templates, memories' bookkeeping; ``method_state``); `tensors` are saved as safetensors
+    (contiguous, on CPU is not required: the writer moves them).
+
+    `settings` is None for a delta written before settings were saved apart: its `config` then holds
+    them too, in the method's older layout, and the method's ``restore`` takes them from there."""
 
     config: dict
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
     folder: Path | None = None  # the delta directory it was read from (relative paths in it resolve there)
+    settings: dict | None = None
 
 
 class EditingMethod(ABC):
     """A knowledge-editing method attached to one model and its tokenizer."""
 
     name: ClassVar[str]
+    #: The settings dataclass :meth:`create` builds from its options (None: the method takes none).
+    config_class: ClassVar[type[MethodConfig] | None] = None
 
     def __init__(self, model, tokenizer):
         self.model = model
@@ -54,9 +67,12 @@ class EditingMethod(ABC):
     @classmethod
     def check_options(cls, options: dict) -> None:
         """Refuse (BadInputError, one sentence) `options` that :meth:`create` would not accept: unknown
-        keys, values of the wrong type or out of range. Called before any model is loaded, so that a
-        typo costs nothing; :meth:`create` may rely on it having passed. The default accepts none."""
-        if options:
+        keys, values of the wrong type or out of range (:meth:`MethodConfig.from_options
+        <wiseedit.methods.config.MethodConfig.from_options>` of :attr:`config_class`). Called before any
+        model is loaded, so that a typo costs nothing. A method without a config accepts none."""
+        if cls.config_class is not None:
+            cls.config_class.from_options(options)
+        elif options:
             raise BadInputError(f"method {cls.name} takes no options, got {', '.join(sorted(options))}")
 
     @classmethod
@@ -80,6 +96,12 @@ class EditingMethod(ABC):
         """A new method attached to the same model, with this one's settings and no edits, that reuses
         what this one loaded (call it once this one is detached); None where nothing is worth reusing,
         and the caller calls :meth:`create`. The evaluator uses it between blocks."""
+        return None
+
+    @property
+    def seed(self) -> int | None:
+        """The seed this method's randomness derives from (recorded in the delta), or None if it draws
+        nothing at random."""
         return None
 
     def summary(self) -> dict:

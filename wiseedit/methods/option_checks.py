@@ -61,10 +61,10 @@ def placement_problem(module, layer) -> str | None:
     if not isinstance(module, str) or not module.strip():
         return f"module must be a module path such as model.layers.{{i}}.mlp.down_proj, got {module!r}"
     if "{" in module.replace("{i}", "") or "}" in module.replace("{i}", ""):
-        return f"module {module!r} may hold no braces but the {{i}} placeholder that --layer fills"
+        return f"module {module!r} may hold no braces but the {{i}} placeholder that the layer fills"
     if "{i}" in module and layer is None:
-        return f"module '{module}' has a {{i}} placeholder: pass --layer to fill it"
+        return f"module '{module}' has a {{i}} placeholder: give a layer to fill it"
     if "{i}" not in module and layer is not None:
-        return (f"both --module '{module}' and --layer {layer} were given: drop --layer, "
+        return (f"both module '{module}' and layer {layer} were given: drop the layer, "
                 "or write {i} in the module path where the layer index goes")
     return None

@@ -14,7 +14,7 @@ from typing import Iterator, Sequence
 
 from wiseedit.edits.record import EditRecord
 from wiseedit.errors import InputProblems
-from wiseedit.evaluation.batching import encode_pair
+from wiseedit.tokens import encode_pair
 
 #: config.json keys that hold the number of positions, by the architectures' own names.
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length", "max_sequence_length")

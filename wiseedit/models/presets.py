@@ -97,12 +97,13 @@ def supported_model_types() -> tuple[str, ...]:
 
 
 def preset_for(config: Any) -> ArchPreset:
-    """The preset of `config.model_type`; BadInputError (telling to pass --module) if there is none."""
+    """The preset of `config.model_type`; BadInputError (telling to give the module) if there is none."""
     model_type = getattr(config, "model_type", None) or "unknown"
     preset = _PRESETS.get(model_type)
     if preset is None:
-        raise BadInputError(f"architecture '{model_type}' has no preset: pass --module with the path of the "
-                            "FFN value module to edit (e.g. model.layers.20.mlp.down_proj)")
+        which = "the path of the FFN value module to edit (e.g. model.layers.20.mlp.down_proj)"
+        raise BadInputError(f"architecture '{model_type}' has no preset: give the option module with {which}",
+                            cli=f"architecture '{model_type}' has no preset: pass --module with {which}")
     return preset
 
 
@@ -110,8 +111,10 @@ def num_layers(config: Any) -> int:
     """The number of transformer blocks (``num_hidden_layers``; GPT-2/GPT-J map ``n_layer`` onto it)."""
     n = getattr(config, "num_hidden_layers", None)
     if not isinstance(n, int):
-        raise BadInputError(f"the config of architecture '{getattr(config, 'model_type', 'unknown')}' does not "
-                            "say how many layers the model has: pass --module with the path of the module to edit")
+        unknown = f"the config of architecture '{getattr(config, 'model_type', 'unknown')}' does not say how many " \
+                  "layers the model has"
+        raise BadInputError(f"{unknown}: give the option module with the path of the module to edit",
+                            cli=f"{unknown}: pass --module with the path of the module to edit")
     return n
 
 
@@ -120,8 +123,9 @@ def default_layer(config: Any) -> int:
     preset = preset_for(config)
     n = num_layers(config)
     if n < 4:
-        raise BadInputError(f"the model has only {n} layers, so no layer avoids the first two and the last "
-                            "(where editing fails): pass --layer to choose one anyway")
+        few = f"the model has only {n} layers, so no layer avoids the first two and the last (where editing fails)"
+        raise BadInputError(f"{few}: give the option layer to choose one anyway",
+                            cli=f"{few}: pass --layer to choose one anyway")
     layer = int(preset.depth * n + Fraction(1, 2))  # round half up, in exact arithmetic
     return min(max(layer, 2), n - 2)
 

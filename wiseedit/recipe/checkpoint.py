@@ -29,6 +29,7 @@ from safetensors.torch import load_file
 from wiseedit.errors import BadInputError
 from wiseedit.models.fingerprint import base_fingerprint, same_base
 from wiseedit.recipe.config import RecipeConfig
+from wiseedit.recipe.edit_config import RecipeEditConfig
 from wiseedit.recipe.encoder import SentenceEncoder
 from wiseedit.recipe.networks import RecipeNetworks
 
@@ -65,13 +66,14 @@ BUNDLED_DIR = "recipe_checkpoint"
 def bundle_checkpoint(delta_dir: Path, config_file: str, origin: Path) -> Path:
     """Copy the checkpoint that the RECIPE delta in `delta_dir` (a copy of the delta at `origin`) names
     into ``delta_dir/recipe_checkpoint`` (the files inference reads: weights, metadata, encoder
-    tokenizer; not the optimiser state) and point the delta's ``method_state.options.checkpoint`` at it
+    tokenizer; not the optimiser state) and point the delta's ``method_settings.checkpoint`` at it
     by relative path, so the folder can move. A relative path names a checkpoint inside `origin` (a
     delta taken from an earlier export). The copy must hash like the original (``checkpoint_sha256``)."""
     config_path = delta_dir / config_file
     config = json.loads(config_path.read_text(encoding="utf-8"))
     state = config["method_state"]
-    source = Path(origin) / state["options"]["checkpoint"]  # an absolute path stays as it is
+    settings = RecipeEditConfig.saved_in(config)
+    source = Path(origin) / settings["checkpoint"]  # an absolute path stays as it is
     target = delta_dir / BUNDLED_DIR
     target.mkdir()
     for name in (META_FILE, WEIGHTS_FILE):
@@ -79,7 +81,7 @@ def bundle_checkpoint(delta_dir: Path, config_file: str, origin: Path) -> Path:
     shutil.copytree(source / TOKENIZER_DIR, target / TOKENIZER_DIR)
     if weights_sha256(target) != state["checkpoint_sha256"]:
         raise BadInputError(f"the RECIPE checkpoint {source} is not the one the delta was made with")
-    state["options"]["checkpoint"] = BUNDLED_DIR
+    settings["checkpoint"] = BUNDLED_DIR
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
                            encoding="utf-8")
     return target

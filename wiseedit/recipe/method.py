@@ -9,9 +9,9 @@ What is saved where: the trained networks belong to the meta-training checkpoint
 shared by every edit set); a delta holds the store only (``keys``, ``prompts``, the ids in its config)
 and names its checkpoint by absolute path (relative to the delta directory inside a ``wiseedit export``
 folder, which carries a copy) and the sha256 of its weights, checked on restore. A moved checkpoint
-can be pointed to by editing ``options.checkpoint`` in the delta's saved method config.
+can be pointed to by editing ``method_settings.checkpoint`` in the delta's ``wiseedit_config.json``.
 
-Options (``create``): ``checkpoint`` (required: a checkpoint folder or a training ``out_dir``),
+Options (``create``, checked by :class:`~wiseedit.recipe.edit_config.RecipeEditConfig`): ``checkpoint`` (required: a checkpoint folder or a training ``out_dir``),
 ``index`` (``"exact"`` or ``"hnsw"``, see :mod:`wiseedit.recipe.store`), ``query_cache_size`` (query
 keys remembered per token sequence, so repeated prompts are encoded once), and the gate that decides
 whether the top-1 edit's prompt is used:
@@ -31,31 +31,25 @@ whether the top-1 edit's prompt is used:
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
-from os import PathLike
+from dataclasses import dataclass, replace
 from pathlib import Path
-from types import MappingProxyType
-from typing import get_args
 
 import torch
 import torch.nn.functional as F
 
+from wiseedit.devices import input_device
 from wiseedit.edits.record import EditRecord
 from wiseedit.errors import BadInputError
 from wiseedit.methods.base import EditingMethod, MethodState, ProgressFn
 from wiseedit.recipe.checkpoint import META_FILE, WEIGHTS_FILE, load_networks, weights_sha256
+from wiseedit.recipe.edit_config import GATE_METRICS, RecipeEditConfig
 from wiseedit.recipe.networks import RecipeNetworks, statement
 from wiseedit.recipe.prefix import PromptInjector
-from wiseedit.recipe.store import IndexKind, KnowledgeStore
+from wiseedit.recipe.store import KnowledgeStore
 
 STATE_VERSION = 1
-_OPTIONS = MappingProxyType({"checkpoint": None, "index": "exact", "query_cache_size": 4096,
-                             "gate": "cosine", "sentinel_offset": 0.0, "cosine_ratio": 0.9})
-#: The gates, and the store metric each ranks by.
-_GATES = MappingProxyType({"sentinel": "dot", "cosine": "cosine"})
 
 
 @dataclass(frozen=True)
@@ -73,18 +67,19 @@ class RecipeMethod(EditingMethod):
     """Retrieval-augmented continuous prompts over a frozen LLM."""
 
     name = "recipe"
+    config_class = RecipeEditConfig
 
     def __init__(self, model, tokenizer, networks: RecipeNetworks, checkpoint: Path, checkpoint_sha256: str,
-                 options: dict):
+                 config: RecipeEditConfig):
         super().__init__(model, tokenizer)
         self.networks = networks.eval()
         self.checkpoint, self.checkpoint_sha256 = checkpoint, checkpoint_sha256
-        self.options = options
+        self.config = config
         cfg = networks.config
-        self.store = KnowledgeStore(cfg.d_r, cfg.prompt_tokens, networks.d_llm, _device(model), options["index"],
-                                    metric=_GATES[options["gate"]])
+        self.store = KnowledgeStore(cfg.d_r, cfg.prompt_tokens, networks.d_llm, input_device(model), config.index,
+                                    metric=GATE_METRICS[config.gate])
         with torch.no_grad():
-            self._sentinel = networks.sentinel_key().to(_device(model))  # (d_r,): fixed after training
+            self._sentinel = networks.sentinel_key().to(input_device(model))  # (d_r,): fixed after training
         self._query_cache: OrderedDict[tuple[int, ...], torch.Tensor] = OrderedDict()
         self.injector = PromptInjector(model, self._retrieve, cfg.prompt_tokens, lambda: self._query_mask)
         self.injector.attach()
@@ -92,17 +87,11 @@ class RecipeMethod(EditingMethod):
     # -- construction -------------------------------------------------------------------------------
 
     @classmethod
-    def check_options(cls, options: dict) -> None:
-        """What :meth:`create` refuses before it needs the model: unknown keys, no ``checkpoint``, a value of
-        the wrong type or out of range (whether the checkpoint exists is checked when it is loaded)."""
-        _create_options(options)
-
-    @classmethod
     def create(cls, model, tokenizer, options: dict | None = None) -> RecipeMethod:
-        options = _create_options(options)
-        networks, _, path = load_networks(options["checkpoint"], llm=model, device=_device(model))
-        options["checkpoint"] = str(path.resolve())
-        return cls(model, tokenizer, networks, path.resolve(), weights_sha256(path), options)
+        config = RecipeEditConfig.from_options(options)  # whether the checkpoint exists: checked here
+        networks, _, path = load_networks(config.checkpoint, llm=model, device=input_device(model))
+        config.checkpoint = str(path.resolve())
+        return cls(model, tokenizer, networks, path.resolve(), weights_sha256(path), config)
 
     @classmethod
     def restore(cls, model, tokenizer, state: MethodState) -> RecipeMethod:
@@ -110,24 +99,26 @@ class RecipeMethod(EditingMethod):
         if saved.get("version") != STATE_VERSION:
             raise BadInputError(f"RECIPE state version {saved.get('version')} is not readable by this "
                                 f"wiseedit (version {STATE_VERSION})")
-        path = Path(saved["options"]["checkpoint"])
+        # a delta of format 1 keeps its options in the state; one saved before the gate was an option was
+        # made with the sentinel's
+        settings = state.settings if state.settings is not None else {"gate": "sentinel", **saved["options"]}
+        config = RecipeEditConfig.from_options(settings)
+        path = Path(config.checkpoint)
         if not path.is_absolute() and state.folder is not None:
             path = (Path(state.folder) / path).resolve()  # a checkpoint bundled inside the delta (wiseedit export)
         if not (path / META_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
             raise BadInputError(f"the RECIPE checkpoint {path} this delta was made with is missing (moved, "
                                 "deleted, or pruned by further training): put it back there, or set "
-                                "method_state.options.checkpoint in the delta's wiseedit_config.json to "
-                                "where it is now")
+                                "method_settings.checkpoint in the delta's wiseedit_config.json "
+                                "(method_state.options.checkpoint in a delta of format 1) to where it is now")
         sha = weights_sha256(path)
         if sha != saved["checkpoint_sha256"]:
             raise BadInputError(f"the RECIPE checkpoint {path} is not the one this delta was made with "
                                 f"(weights {sha[:19]}..., expected {saved['checkpoint_sha256'][:19]}...)")
-        networks, _, _ = load_networks(path, llm=model, device=_device(model))
-        # a delta saved before the gate was an option was made with the sentinel's
-        options = _resolved_options({"gate": "sentinel", **saved["options"]})
-        method = cls(model, tokenizer, networks, path, sha, options)
+        networks, _, _ = load_networks(path, llm=model, device=input_device(model))
+        method = cls(model, tokenizer, networks, path, sha, config)
         method.store.load(saved["ids"], state.tensors)
-        if method.options["gate"] == "cosine" and bool(method.store.own_cosines.isnan().any()):
+        if config.gate == "cosine" and bool(method.store.own_cosines.isnan().any()):
             raise BadInputError("this RECIPE delta was saved before wiseedit recorded each edit's own-prompt "
                                 "cosine, which gate=cosine needs: use gate=sentinel, or apply its edits again")
         return method
@@ -135,7 +126,7 @@ class RecipeMethod(EditingMethod):
     def fresh(self) -> RecipeMethod:
         """An empty store over the same loaded checkpoint: no reload, no re-hash (about 1 s for MiniLM)."""
         return RecipeMethod(self.model, self.tokenizer, self.networks, self.checkpoint, self.checkpoint_sha256,
-                            dict(self.options))
+                            replace(self.config))
 
     # -- editing ------------------------------------------------------------------------------------
 
@@ -207,10 +198,10 @@ class RecipeMethod(EditingMethod):
             return scores, rows, torch.zeros_like(rows, dtype=torch.bool)  # nothing to retrieve
         scale = self.networks.config.d_r ** 0.5
         sentinel = queries @ self._sentinel / scale  # (P,)
-        offset = self.options["sentinel_offset"]
-        if self.options["gate"] == "sentinel":
+        offset = self.config.sentinel_offset
+        if self.config.gate == "sentinel":
             return scores - sentinel, rows, scores - sentinel > offset
-        margin = scores - self.options["cosine_ratio"] * self.store.own_cosines[rows]  # (P,)
+        margin = scores - self.config.cosine_ratio * self.store.own_cosines[rows]  # (P,)
         beats = (queries * self.store.keys[rows]).sum(dim=1) / scale - sentinel  # the sentinel's test, same row
         return margin, rows, (margin > 0) & (beats > offset)
 
@@ -226,17 +217,16 @@ class RecipeMethod(EditingMethod):
         for t in token_rows:
             self._query_cache.move_to_end(t)
             out.append(self._query_cache[t])
-        while len(self._query_cache) > self.options["query_cache_size"]:
+        while len(self._query_cache) > self.config.query_cache_size:
             self._query_cache.popitem(last=False)
         return torch.stack(out)
 
     # -- saving -------------------------------------------------------------------------------------
 
     def state(self) -> MethodState:
-        config = {"version": STATE_VERSION, "options": dict(self.options),
-                  "checkpoint_sha256": self.checkpoint_sha256, "ids": list(self.store.ids),
-                  "recipe_config": self.networks.config.to_dict()}
-        return MethodState(config=config, tensors=self.store.tensors())
+        saved = {"version": STATE_VERSION, "checkpoint_sha256": self.checkpoint_sha256, "ids": list(self.store.ids),
+                 "recipe_config": self.networks.config.to_dict()}
+        return MethodState(config=saved, tensors=self.store.tensors(), settings=self.config.to_dict())
 
     def detach(self) -> None:
         self.injector.detach()
@@ -245,49 +235,5 @@ class RecipeMethod(EditingMethod):
         cfg = self.networks.config
         return {"method": self.name, "edits": len(self.store), "checkpoint": str(self.checkpoint),
                 "encoder": cfg.encoder, "d_r": cfg.d_r, "prompt_tokens": cfg.prompt_tokens,
-                "index": self.options["index"], "gate": self.options["gate"]}
+                "index": self.config.index, "gate": self.config.gate}
 
-
-def _create_options(options: dict | None) -> dict:
-    """The options :meth:`RecipeMethod.create` works with: :func:`_resolved_options`, with a checkpoint."""
-    options = _resolved_options(options)
-    if options["checkpoint"] is None:
-        raise BadInputError("RECIPE needs a meta-trained checkpoint for this model: give the option "
-                            "checkpoint=<folder> (made by wiseedit train-recipe)")
-    return options
-
-
-def _resolved_options(options: dict | None) -> dict:
-    """`options` over the defaults; BadInputError (one sentence) for an unknown key or a value of the wrong
-    type or out of range."""
-    options = dict(options or {})
-    unknown = sorted(set(options) - set(_OPTIONS))
-    if unknown:
-        raise BadInputError(f"unknown RECIPE option(s): {', '.join(unknown)}; known: {', '.join(_OPTIONS)}")
-    checkpoint = options.get("checkpoint")
-    if checkpoint is not None and (not isinstance(checkpoint, (str, PathLike)) or not str(checkpoint).strip()):
-        raise BadInputError(f"RECIPE option checkpoint must be a folder path (a checkpoint or a training "
-                            f"out_dir), got {checkpoint!r}")
-    index = options.get("index", _OPTIONS["index"])
-    if not isinstance(index, str) or index not in get_args(IndexKind):
-        raise BadInputError(f"unknown RECIPE index {index!r}; choose one of: {', '.join(get_args(IndexKind))}")
-    size = options.get("query_cache_size", _OPTIONS["query_cache_size"])
-    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        raise BadInputError(f"RECIPE option query_cache_size must be a whole number >= 0 (query keys "
-                            f"remembered), got {size!r}")
-    offset = options.get("sentinel_offset", 0.0)
-    if isinstance(offset, bool) or not isinstance(offset, (int, float)) or not math.isfinite(offset):
-        raise BadInputError(f"RECIPE option sentinel_offset must be a number (0: the paper's rule, higher: "
-                            f"stricter retrieval), got {offset!r}")
-    gate = options.get("gate", _OPTIONS["gate"])
-    if not isinstance(gate, str) or gate not in _GATES:
-        raise BadInputError(f"unknown RECIPE gate {gate!r}; choose one of: {', '.join(_GATES)}")
-    ratio = options.get("cosine_ratio", _OPTIONS["cosine_ratio"])
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not math.isfinite(ratio) or ratio <= 0:
-        raise BadInputError(f"RECIPE option cosine_ratio must be a number > 0 (0.9: a query is answered by an "
-                            f"edit it is at least 0.9 times as close to as the edit's own prompt), got {ratio!r}")
-    return {**_OPTIONS, **options, "sentinel_offset": float(offset), "cosine_ratio": float(ratio)}
-
-
-def _device(model) -> torch.device:
-    return model.get_input_embeddings().weight.device

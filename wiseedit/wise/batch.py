@@ -3,26 +3,22 @@ irrelevant rows."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import torch
 
 from wiseedit.edits.record import EditRecord
-from wiseedit.text import EncodedPairs, encode_pairs, special_token_mask
+from wiseedit.tokens import TokenBatch, encode_pairs, special_token_mask
 
 
-@dataclass
-class EditBatch:
-    input_ids: torch.Tensor       # (B, T) right-padded; edit rows first, then irrelevant rows
-    attention_mask: torch.Tensor  # (B, T)
-    prompt_mask: torch.Tensor     # (B, T) the tokens the router looks at (the prompt of each row)
-    labels: torch.Tensor          # (B, T) target token ids at target positions, -100 elsewhere
-    num_edit_rows: int
+@dataclass(frozen=True)
+class EditBatch(TokenBatch):
+    """A right-padded :class:`~wiseedit.tokens.TokenBatch` whose edit rows come first, then the irrelevant
+    rows (no answer); `prompt_mask` is the routing mask (the tokens the router looks at: each row's
+    prompt, without template context or special tokens) and `labels` the targets."""
 
-    def to(self, device) -> "EditBatch":
-        return EditBatch(self.input_ids.to(device), self.attention_mask.to(device),
-                         self.prompt_mask.to(device), self.labels.to(device), self.num_edit_rows)
+    num_edit_rows: int = 0
 
 
 def build_batch(tokenizer, edits: Sequence[EditRecord], templates: Sequence[str],
@@ -39,19 +35,18 @@ def build_batch(tokenizer, edits: Sequence[EditRecord], templates: Sequence[str]
     pairs += [(text, None) for text in irrelevant]
     enc = encode_pairs(tokenizer, pairs)
     route = _routing_mask(tokenizer, enc, [t for _ in edits for t in templates] + ["{}"] * len(rehearsed))
-    return EditBatch(enc.input_ids, enc.attention_mask, route, enc.labels,
+    return EditBatch(enc.input_ids, enc.attention_mask, route, enc.answer_mask, enc.answer_spans,
                      num_edit_rows=len(edits) * len(templates) + len(rehearsed))
 
 
-def build_prompt_batch(tokenizer, prompts: Sequence[str], templates: Sequence[str]) -> EncodedPairs:
+def build_prompt_batch(tokenizer, prompts: Sequence[str], templates: Sequence[str]) -> TokenBatch:
     """Every prompt under every template, without targets, with the routing mask of
     :func:`build_batch` as ``prompt_mask`` (to score a memory on the edits it holds)."""
     enc = encode_pairs(tokenizer, [(t.format(p), None) for p in prompts for t in templates])
-    enc.prompt_mask = _routing_mask(tokenizer, enc, [t for _ in prompts for t in templates])
-    return enc
+    return replace(enc, prompt_mask=_routing_mask(tokenizer, enc, [t for _ in prompts for t in templates]))
 
 
-def _routing_mask(tokenizer, enc: EncodedPairs, row_templates: Sequence[str]) -> torch.Tensor:
+def _routing_mask(tokenizer, enc: TokenBatch, row_templates: Sequence[str]) -> torch.Tensor:
     route = enc.prompt_mask & ~special_token_mask(tokenizer, enc.input_ids)
     for r, template in enumerate(row_templates):
         context = template.split("{}")[0].rstrip()

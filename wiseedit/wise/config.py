@@ -8,10 +8,10 @@ paper's code (tuned for 7B activations), taken per architecture from :mod:`wisee
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Literal, get_args
 
-from wiseedit.errors import BadInputError
+from wiseedit.methods.config import MethodConfig
 from wiseedit.methods.option_checks import (
     bool_problem,
     choice_problem,
@@ -26,7 +26,12 @@ Pooling = Literal["last", "mean"]  # what wiseedit.wise.side_memory.routing_scor
 
 
 @dataclass
-class WiseConfig:
+class WiseConfig(MethodConfig):
+    """WISE's settings (its options); fields left None are filled from the preset when the method is
+    created (:data:`AUTO_DEFAULTS`, or the architecture's reference values)."""
+
+    label = "WISE"
+
     # -- where
     module: str | None = None       # path of the edited FFN value module; None: the architecture preset's
     layer: int | None = None        # layer of that module; None: the preset's depth (~80%)
@@ -61,30 +66,12 @@ class WiseConfig:
     replay: bool = False            # WISE-Retrieve: push earlier edits below the new shard's margin
     seed: int = 42                  # mask seeds, irrelevant-row draws and replay draws derive from it
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> WiseConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise BadInputError(f"unknown WISE option(s): {', '.join(unknown)}; "
-                                f"known: {', '.join(sorted(known))}")
-        config = cls(**values)
-        config.check()
-        return config
-
-    def check(self) -> None:
-        """Refuse (BadInputError, one sentence) the first field of the wrong type or out of range; what
-        needs the model (the layer's upper bound, the module's existence) is checked when it is loaded."""
+    def problem(self) -> str | None:
         for f in fields(self):
             problem = _field_problem(f.name, getattr(self, f.name), optional=f.default is None)
             if problem:
-                raise BadInputError(f"WISE {problem}")
-        problem = placement_problem(self.module, self.layer)
-        if problem:
-            raise BadInputError(problem)
+                return problem
+        return placement_problem(self.module, self.layer)
 
 
 #: The "auto" preset, relative to the activation scale S (mean norm of the residual stream after the

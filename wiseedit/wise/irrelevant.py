@@ -1,7 +1,7 @@
 """The irrelevant row of WISE's routing loss: text the side memory must not react to.
 
-An edit's own ``irrelevant`` field wins. Otherwise a row is drawn from a small default pool of
-neutral general-knowledge questions with answers (the reference runs use a Natural Questions
+An edit's own ``irrelevant`` field wins. Otherwise a row is drawn from the shipped default pool of
+neutral general-knowledge questions with answers (:func:`wiseedit.data.irrelevant.default_pool`) (the reference runs use a Natural Questions
 question and answer, from a split we do not have), deterministically from (seed, edit number), so
 that continuing a delta later draws exactly what one long run would have drawn.
 """
@@ -9,15 +9,8 @@ that continuing a delta later draws exactly what one long run would have drawn.
 from __future__ import annotations
 
 import random
-from functools import lru_cache
-from importlib import resources
 
-
-@lru_cache(maxsize=1)
-def default_pool() -> tuple[str, ...]:
-    """The shipped pool (``irrelevant_pool.txt``, one row per line)."""
-    text = resources.files("wiseedit.wise").joinpath("irrelevant_pool.txt").read_text("utf-8")
-    return tuple(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+from wiseedit.data.irrelevant import default_pool
 
 
 def irrelevant_row(own: str | None, seed: int, edit_number: int) -> str:

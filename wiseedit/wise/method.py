@@ -24,7 +24,8 @@ from wiseedit.models.presets import edited_module_path, preset_for
 from wiseedit.wise.activation_cache import decoder_layers_of
 from wiseedit.wise.batch import build_batch, build_prompt_batch
 from wiseedit.wise.config import AUTO_DEFAULTS, WiseConfig
-from wiseedit.wise.irrelevant import default_pool, irrelevant_row
+from wiseedit.data.irrelevant import default_pool
+from wiseedit.wise.irrelevant import irrelevant_row
 from wiseedit.wise.memory import Memory, merge_seed, shard_mask, shard_mask_seed
 from wiseedit.wise.merging import merge
 from wiseedit.wise.routing import RoutingState, install_routing_hook
@@ -39,6 +40,7 @@ class WiseMethod(EditingMethod):
     """WISE-Merge: one consolidated side memory, plus the shards not merged yet."""
 
     name = "wise"
+    config_class = WiseConfig
     retrieve = False
 
     def __init__(self, model, tokenizer, config: WiseConfig, module_path: str, templates: list[str],
@@ -66,14 +68,8 @@ class WiseMethod(EditingMethod):
     # -- construction -------------------------------------------------------------------------------
 
     @classmethod
-    def check_options(cls, options: dict) -> None:
-        """What :meth:`create` refuses before it needs the model: unknown keys, and each field's type and
-        range (:meth:`WiseConfig.check`)."""
-        WiseConfig.from_dict(dict(options or {}))
-
-    @classmethod
     def create(cls, model, tokenizer, options: dict | None = None) -> WiseMethod:
-        config = WiseConfig.from_dict(dict(options or {}))
+        config = WiseConfig.from_options(options)
         config.retrieve = config.retrieve or cls.retrieve
         module_path = edited_module_path(model.config, layer=config.layer, module=config.module)
         templates = generate_templates(model, tokenizer, config.num_templates)
@@ -82,8 +78,8 @@ class WiseMethod(EditingMethod):
     @classmethod
     def restore(cls, model, tokenizer, state: MethodState) -> WiseMethod:
         s = state.config
-        method = cls(model, tokenizer, WiseConfig.from_dict(s["config"]), s["module"], s["templates"],
-                     s["scale"])
+        settings = state.settings if state.settings is not None else s["config"]  # older deltas: in the state
+        method = cls(model, tokenizer, WiseConfig.from_options(settings), s["module"], s["templates"], s["scale"])
         method.num_edits, method.num_shards = s["num_edits"], s["num_shards"]
         shape = method.layer.main_weight.shape
         device = method.layer.main_weight.device
@@ -286,14 +282,19 @@ class WiseMethod(EditingMethod):
         if self.layer.center is not None:
             tensors["center"] = self.layer.center.detach().float().cpu().contiguous()
         config = {
-            "state_version": STATE_VERSION, "config": self.config.to_dict(), "module": self.module_path,
+            "state_version": STATE_VERSION, "module": self.module_path,
             "templates": self.templates, "scale": self.scale, "num_edits": self.num_edits,
             "num_shards": self.num_shards,
             "merged": [save(m, f"merged.{i}") for i, m in enumerate(self.merged)],
             "pending": [save(m, f"pending.{i}") for i, m in enumerate(self.pending)],
             "current": save(self.current, "current") if self.current else None,
         }
-        return MethodState(config=config, tensors=tensors)
+        return MethodState(config=config, tensors=tensors, settings=self.config.to_dict())
+
+    @property
+    def seed(self) -> int:
+        """Mask seeds, irrelevant-row draws and replay draws derive from it."""
+        return self.config.seed
 
     def detach(self) -> None:
         self._hook.remove()
@@ -325,4 +326,4 @@ def _resolved(config: WiseConfig, model_config) -> WiseConfig:
     for key, value in defaults.items():
         if values[key] is None:
             values[key] = value
-    return WiseConfig.from_dict(values)
+    return WiseConfig.from_options(values)

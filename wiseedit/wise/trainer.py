@@ -48,7 +48,9 @@ class Hyper:
 
 
 @dataclass
-class TrainResult:
+class ShardUpdate:
+    """What one optimisation did to the current shard."""
+
     delta: torch.Tensor   # (out, in) float32, the shard's new delta
     steps: int
     loss: float
@@ -96,7 +98,7 @@ class ShardTrainer:
         return logits, targets.to(logits.device)
 
     def train(self, batch: EditBatch, delta: torch.Tensor, mask: torch.Tensor, hp: Hyper,
-              cached: bool = True) -> TrainResult:
+              cached: bool = True) -> ShardUpdate:
         delta = torch.nn.Parameter(delta.detach().clone())
         opt = torch.optim.SGD([delta], lr=hp.lr, weight_decay=hp.weight_decay)
         captured: dict[str, torch.Tensor] = {}
@@ -131,4 +133,4 @@ class ShardTrainer:
                     prev = loss_value
         finally:
             hook.remove()
-        return TrainResult(delta=delta.detach(), steps=steps, loss=loss_value)
+        return ShardUpdate(delta=delta.detach(), steps=steps, loss=loss_value)

@@ -1,1 +1,1 @@
-"""The real-data evaluation suites, gzip-compressed; see PROVENANCE.md and wiseedit.evaluation.suites."""
+"""The real-data suite files, gzip-compressed; see PROVENANCE.md and wiseedit.data.shipped."""

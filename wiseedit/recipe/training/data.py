@@ -15,8 +15,8 @@ import torch
 
 from wiseedit.edits.record import EditRecord
 from wiseedit.errors import BadInputError
-from wiseedit.evaluation.batching import PairBatch, encode_pair, pad_token_id, right_padded
 from wiseedit.recipe.networks import statement
+from wiseedit.tokens import TokenBatch, encode_pair, pad_token_id, right_padded
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def draw_batch(items: Sequence[TrainItem], generator: torch.Generator) -> StepBa
 
 
 def pair_batch(tokenizer, prompts: Sequence[str], answers: Sequence[str], device,
-               memo: dict | None = None) -> PairBatch:
+               memo: dict | None = None) -> TokenBatch:
     """Right-padded ``prompt + " " + answer`` tokens, split as the evaluator splits them.
 
     `memo` (a dict owned by the caller) remembers each pair's tokens: a training run sees the same

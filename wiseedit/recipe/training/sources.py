@@ -28,7 +28,8 @@ Leaks through shared probes: counterfact-train shares some *texts* with the suit
 world-train shares none: its probes are about training people only). Those texts are removed from
 the training items (a probe or paraphrase is dropped; a record whose own prompt is evaluated is
 skipped), as the irrelevant pools of
-:mod:`wiseedit.evaluation.suites` are. An edit file is taken as it is: choosing it is the user's call.
+:mod:`wiseedit.evaluation.suites` are (:func:`wiseedit.data.shipped.evaluated_prompts`). An edit file is
+taken as it is: choosing it is the user's call.
 
 Every item needs a paraphrase (``rephrase``) and a locality probe: the generality and locality losses
 have nothing to run on otherwise. Policy: a record lacking either is **skipped**, counted and named by
@@ -123,7 +124,7 @@ def load_train_data(data: str, *, stdin: TextIO | None = None) -> TrainData:
         raise BadInputError(f"--data {name} is an evaluation suite: meta-training RECIPE on the edits and "
                             f"probes it is measured on would leak them into the retriever; {_EVALUATED[name]}")
     if name in _WORLD_SPLITS:
-        from wiseedit.evaluation.suites import evaluated_prompts
+        from wiseedit.data.shipped import evaluated_prompts
         from wiseedit.world.suite import invented_edits, object_variants, world_edits
 
         objects, with_invented = _WORLD_SPLITS[name]
@@ -133,11 +134,11 @@ def load_train_data(data: str, *, stdin: TextIO | None = None) -> TrainData:
         if with_invented:
             records += invented_edits(INVENTED_PEOPLE)
     elif name == COUNTERFACT_TRAIN:
-        from wiseedit.evaluation import suites
+        from wiseedit.data import shipped
 
-        evaluated = suites.evaluated_prompts(suites.shipped_records(suites.COUNTERFACT_EDIT, "counterfact"))
-        evaluated |= suites.evaluated_prompts(suites.shipped_records(suites.ZSRE, "zsre"))
-        records = suites.shipped_records(suites.COUNTERFACT_TRAIN, COUNTERFACT_TRAIN)
+        evaluated = shipped.evaluated_prompts(shipped.shipped_records(shipped.COUNTERFACT_EDIT, "counterfact"))
+        evaluated |= shipped.evaluated_prompts(shipped.shipped_records(shipped.ZSRE, "zsre"))
+        records = shipped.shipped_records(shipped.COUNTERFACT_TRAIN, COUNTERFACT_TRAIN)
     else:
         records, evaluated = read_edits(name, stdin=stdin), set()
     return usable(name, records, evaluated)

@@ -32,142 +32,64 @@ The module is the one WISE edits, so the baselines of the tables change the same
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Literal, Sequence
-
 import torch
 from torch import nn
 
 from wiseedit.baselines.common import (
-    CallTracker, check_config_options, encode_edit, frozen, last_true, resolve_module, target_hits,
-    target_nll,
+    CallTracker, encode_edit, frozen, last_true, resolve_module, target_hits, target_nll,
 )
-from wiseedit.baselines.grace_codebook import GraceCodebook
+from wiseedit.baselines.grace.codebook import GraceCodebook
+from wiseedit.baselines.grace.config import GraceConfig
+from wiseedit.baselines.single_module import SingleModuleMethod
 from wiseedit.edits.record import EditRecord
-from wiseedit.methods.base import EditingMethod, MethodState, ProgressFn
-from wiseedit.methods.option_checks import choice_problem, number_problem, placement_problem, whole_number_problem
 from wiseedit.models.modules import is_conv1d
 
 
-@dataclass
-class GraceConfig:
-    """GRACE's settings. Defaults are scale-free so they work from tiny to 7B models; ``preset="paper"``
-    gives the paper / EasyEdit values (eps 1.0 absolute, cold init, no early stop)."""
-
-    module: str | None = None  # edited module path ("{i}" = `layer`); None: the architecture's default
-    layer: int | None = None  # layer of the default module; None: the FFN value module at ~80% depth
-    eps: float = 0.1  # initial radius of a new entry, in `eps_unit`
-    eps_unit: Literal["key_norm", "absolute"] = "key_norm"  # key_norm: eps x ||key|| of that edit
-    dist_fn: Literal["euclidean"] = "euclidean"  # the only one the paper's LLM results use
-    replacement: Literal["last", "all"] = "last"  # positions whose output a routed row replaces
-    value_init: Literal["warm", "cold"] = "warm"  # warm: the module's own output; cold: U[0, 1)
-    n_iter: int = 100  # optimisation steps per edit (paper 100)
-    lr: float = 1.0  # Adam learning rate on the value (paper 1.0)
-    stop_loss: float | None = 0.01  # early stop: every target token is the argmax and the NLL is below
-    plateau: float | None = 1e-3  # ... or the last step improved the NLL by less than this (nats)
-    seed: int = 0  # seeds the cold init of entry i with seed + i
-
-    def __post_init__(self):
-        """Refuse (ValueError, one sentence) the first field of the wrong type or out of range."""
-        problems = (
-            self.layer is not None and whole_number_problem("layer", self.layer, 0),
-            placement_problem(self.module, self.layer),
-            number_problem("eps", self.eps, 0, above=True),
-            choice_problem("eps_unit", self.eps_unit, ("key_norm", "absolute")),
-            choice_problem("dist_fn", self.dist_fn, ("euclidean",)),
-            choice_problem("replacement", self.replacement, ("last", "all")),
-            choice_problem("value_init", self.value_init, ("warm", "cold")),
-            whole_number_problem("n_iter", self.n_iter, 1),
-            number_problem("lr", self.lr, 0, above=True),
-            self.stop_loss is not None and number_problem("stop_loss", self.stop_loss, 0, infinite=True),
-            self.plateau is not None and number_problem("plateau", self.plateau, 0, infinite=True),
-            # entry i's cold init seeds torch with seed + i, which must fit in 64 bits
-            whole_number_problem("seed", self.seed, -2**63, 2**63 - 1),
-        )
-        problem = next((p for p in problems if p), None)
-        if problem:
-            raise ValueError(problem)
-
-    @classmethod
-    def from_options(cls, options: dict | None) -> "GraceConfig":
-        """Defaults, then ``preset="paper"`` if asked, then the explicit options."""
-        options = dict(options or {})
-        preset = options.pop("preset", None)
-        base = {"paper": dict(eps=1.0, eps_unit="absolute", value_init="cold", stop_loss=None,
-                              plateau=None)}
-        if preset is not None and (not isinstance(preset, str) or preset not in base):
-            raise ValueError(f"unknown GRACE preset {preset!r}; choose 'paper'")
-        known = {f.name for f in fields(cls)}
-        unknown = set(options) - known
-        if unknown:
-            raise ValueError(f"unknown GRACE options: {', '.join(sorted(unknown))}")
-        return cls(**{**base.get(preset, {}), **options})
-
-
-class GraceMethod(EditingMethod):
+class GraceMethod(SingleModuleMethod):
     """GRACE behind the common interface; everything it depends on is in `config` and `codebook`."""
 
     name = "grace"
+    config_class = GraceConfig
 
     def __init__(self, model, tokenizer, config: GraceConfig, codebook: GraceCodebook | None = None,
                  num_edits: int = 0, path: str | None = None):
-        super().__init__(model, tokenizer)
-        self.config = config
-        # a restored method uses the exact path it was saved with, whatever the presets say today
-        self.path, self.module = resolve_module(model, path) if path else resolve_module(
-            model, config.module, config.layer)
+        super().__init__(model, tokenizer, config, num_edits, path)
         weight = self.module.weight  # Linear: (d_out, d_in); GPT-2 Conv1D: (d_in, d_out)
         d_in, d_out = weight.shape[::-1] if not is_conv1d(self.module) else weight.shape
         self.codebook = codebook if codebook is not None else GraceCodebook.empty(
             d_in, d_out, weight.device, weight.dtype)
-        self.num_edits = num_edits
         self._calls = CallTracker(model)  # per call: attention mask, prefill or cache extension
         self._routed: torch.Tensor | None = None  # (B,) entry per row from the last prefill, -1 none
         self._train: tuple[int, nn.Parameter] | None = None  # (position, value) while training
         self._hook = self.module.register_forward_hook(self._forward_hook)
 
     @classmethod
-    def check_options(cls, options: dict) -> None:
-        """What :meth:`create` refuses before it needs the model (:meth:`GraceConfig.from_options`), as
-        BadInputError."""
-        check_config_options(cls.name, GraceConfig.from_options, options)
-
-    @classmethod
-    def create(cls, model, tokenizer, options: dict | None = None) -> "GraceMethod":
-        return cls(model, tokenizer, GraceConfig.from_options(options))
-
-    @classmethod
-    def restore(cls, model, tokenizer, state: MethodState) -> "GraceMethod":
-        config = dict(state.config)
-        num_edits, path = int(config.pop("num_edits")), config.pop("module_path")
-        config.pop("format", None)
+    def _from_saved(cls, model, tokenizer, config, tensors, num_edits, path) -> "GraceMethod":
+        if tensors is None:
+            return cls(model, tokenizer, config)
         weight = resolve_module(model, path)[1].weight
-        book = GraceCodebook.from_tensors(state.tensors, weight.device, weight.dtype)
-        return cls(model, tokenizer, GraceConfig(**config), book, num_edits, path)
+        book = GraceCodebook.from_tensors(tensors, weight.device, weight.dtype)
+        return cls(model, tokenizer, config, book, num_edits, path)
 
-    def state(self) -> MethodState:
-        config = asdict(self.config) | {"format": 1, "module_path": self.path, "num_edits": self.num_edits}
-        return MethodState(config=config, tensors=self.codebook.tensors())
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return self.codebook.tensors()
+
+    @property
+    def seed(self) -> int:
+        """Seeds the cold init of the values (entry i: seed + i)."""
+        return self.config.seed
 
     def detach(self) -> None:
         self._hook.remove()
         self._calls.remove()
         self._hook = None
+        self.attached = False
 
     def summary(self) -> dict:
         return {"method": self.name, "module": self.path, "edits": self.num_edits,
                 "entries": len(self.codebook), "replacement": self.config.replacement}
 
     # --- editing -------------------------------------------------------------------------------
-
-    def apply(self, edits: Sequence[EditRecord], progress: ProgressFn | None = None) -> None:
-        if self._hook is None:
-            raise RuntimeError("this GRACE method was detached: create or restore a new one to edit")
-        for i, edit in enumerate(edits):
-            self._edit(edit)
-            self.num_edits += 1
-            if progress:
-                progress(i + 1, len(edits))
 
     def _edit(self, edit: EditRecord) -> None:
         device = self.module.weight.device

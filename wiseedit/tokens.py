@@ -1,4 +1,5 @@
-"""Turning (prompt, answer) pairs into padded token batches for scoring and generation.
+"""Tokenisation and padded token batches: the one rule every method, metric and generation uses, so
+that "the answer tokens" mean the same thing everywhere.
 
 Tokenisation rule (the one the WISE/EasyEdit evaluation uses, made robust):
 
@@ -12,12 +13,17 @@ Tokenisation rule (the one the WISE/EasyEdit evaluation uses, made robust):
 
 Both rules give a prompt part that ends where the answer starts, so "logits at t-1 predict token t"
 scores exactly the answer tokens, and the same prompt tokens are used for teacher forcing and for
-generation.
+generation. A row without an answer (:func:`encode_prompt`, a training row the model must ignore) is
+its prompt's tokens alone, every one of them a prompt token.
+
+Every padded batch is one :class:`TokenBatch`: right-padded prompt+answer rows for a teacher-forced
+pass (:func:`right_padded`, :func:`encode_pairs`), or left-padded prompts for ``generate``
+(:func:`left_padded_prompts`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, Sequence, TypeVar
 
 import torch
@@ -36,31 +42,25 @@ class EncodedPair:
 
 
 @dataclass(frozen=True)
-class PairBatch:
-    """Prompt+answer sequences, right-padded, for one teacher-forced forward pass."""
+class TokenBatch:
+    """Token rows padded to one width: prompt+answer rows right-padded for one teacher-forced forward
+    pass, or prompts alone left-padded (every row ends at the last column) for ``generate``."""
 
-    input_ids: torch.Tensor  # (B, T) long: prompt tokens, answer tokens, then padding
+    input_ids: torch.Tensor  # (B, T) long: the tokens, then (right) or after (left) the padding
     attention_mask: torch.Tensor  # (B, T) long: 1 on real tokens, 0 on padding
     prompt_mask: torch.Tensor  # (B, T) bool: True on prompt tokens (what routing may look at)
     answer_mask: torch.Tensor  # (B, T) bool: True on answer tokens (what is scored)
     answer_spans: tuple[tuple[int, int], ...]  # per row, [start, end) positions of the answer
 
-    def to(self, device: torch.device | str) -> "PairBatch":
-        """The same batch with its tensors on `device`."""
-        return PairBatch(self.input_ids.to(device), self.attention_mask.to(device),
-                         self.prompt_mask.to(device), self.answer_mask.to(device), self.answer_spans)
+    @property
+    def labels(self) -> torch.Tensor:
+        """(B, T) long: the answer token ids at answer positions, -100 (ignored by the loss) elsewhere."""
+        return self.input_ids.masked_fill(~self.answer_mask, -100)
 
-
-@dataclass(frozen=True)
-class PromptBatch:
-    """Prompts alone, left-padded so that every row ends at the last column (for ``generate``)."""
-
-    input_ids: torch.Tensor  # (B, P) long: padding, then prompt tokens
-    attention_mask: torch.Tensor  # (B, P) long: 1 on prompt tokens, 0 on padding
-
-    def to(self, device: torch.device | str) -> "PromptBatch":
-        """The same batch with its tensors on `device`."""
-        return PromptBatch(self.input_ids.to(device), self.attention_mask.to(device))
+    def to(self, device: torch.device | str) -> "TokenBatch":
+        """The same batch (of the same class, other fields kept) with its tensors on `device`."""
+        return replace(self, input_ids=self.input_ids.to(device), attention_mask=self.attention_mask.to(device),
+                       prompt_mask=self.prompt_mask.to(device), answer_mask=self.answer_mask.to(device))
 
 
 def pad_token_id(tokenizer) -> int:
@@ -90,8 +90,25 @@ def encode_pair(tokenizer, prompt: str, answer: str) -> EncodedPair:
     return EncodedPair(tuple(prompt_ids), tuple(answer_ids))
 
 
-def right_padded(pairs: Sequence[EncodedPair], pad_id: int) -> PairBatch:
-    """Pack encoded pairs into one right-padded :class:`PairBatch`."""
+def encode_prompt(tokenizer, prompt: str) -> EncodedPair:
+    """A prompt without an answer: ``tokenizer(prompt)``'s ids, special tokens included, no answer ids."""
+    return EncodedPair(tuple(tokenizer(prompt)["input_ids"]), ())
+
+
+def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str | None]]) -> TokenBatch:
+    """Tokenise `pairs` into one right-padded batch; a pair whose answer is None is its prompt alone."""
+    encoded = [encode_prompt(tokenizer, p) if a is None else encode_pair(tokenizer, p, a) for p, a in pairs]
+    return right_padded(encoded, pad_token_id(tokenizer))
+
+
+def special_token_mask(tokenizer, input_ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) True where `input_ids` is one of the tokenizer's special tokens (BOS, EOS, PAD...)."""
+    special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=input_ids.dtype, device=input_ids.device)
+    return torch.isin(input_ids, special)
+
+
+def right_padded(pairs: Sequence[EncodedPair], pad_id: int) -> TokenBatch:
+    """Pack encoded pairs into one right-padded :class:`TokenBatch` (an answer-less row: prompt only)."""
     width = max(len(p.prompt_ids) + len(p.answer_ids) for p in pairs)
     input_ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)  # (B, T)
     attention = torch.zeros((len(pairs), width), dtype=torch.long)  # (B, T)
@@ -105,11 +122,12 @@ def right_padded(pairs: Sequence[EncodedPair], pad_id: int) -> PairBatch:
         prompt_mask[row, :start] = True
         answer_mask[row, start:end] = True
         spans.append((start, end))
-    return PairBatch(input_ids, attention, prompt_mask, answer_mask, tuple(spans))
+    return TokenBatch(input_ids, attention, prompt_mask, answer_mask, tuple(spans))
 
 
-def left_padded_prompts(pairs: Sequence[EncodedPair], pad_id: int) -> PromptBatch:
-    """Pack the prompts of encoded pairs into one left-padded :class:`PromptBatch`."""
+def left_padded_prompts(pairs: Sequence[EncodedPair], pad_id: int) -> TokenBatch:
+    """Pack the prompts of encoded pairs into one left-padded :class:`TokenBatch` (no answer tokens:
+    every real token is a prompt token)."""
     width = max(len(p.prompt_ids) for p in pairs)
     input_ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)  # (B, P)
     attention = torch.zeros((len(pairs), width), dtype=torch.long)  # (B, P)
@@ -117,7 +135,8 @@ def left_padded_prompts(pairs: Sequence[EncodedPair], pad_id: int) -> PromptBatc
         n = len(pair.prompt_ids)
         input_ids[row, width - n:] = torch.tensor(pair.prompt_ids)
         attention[row, width - n:] = 1
-    return PromptBatch(input_ids, attention)
+    no_answer = torch.zeros((len(pairs), width), dtype=torch.bool)  # (B, P)
+    return TokenBatch(input_ids, attention, attention.bool(), no_answer, ((width, width),) * len(pairs))
 
 
 def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:

@@ -1,7 +1,8 @@
 """Recognising an exported folder: the names of the files ``wiseedit export`` writes there.
 
-Kept free of torch and transformers so that :mod:`wiseedit.session` can ask cheaply whether a model
-folder carries its own delta.
+Part of the artifact format (:mod:`wiseedit.export` writes these files, :mod:`wiseedit.session` reads
+them); kept free of torch and transformers so that loading can ask cheaply whether a model folder
+carries its own delta.
 """
 
 from __future__ import annotations
