@@ -113,7 +113,7 @@ class ShardTrainer:
             head = self.model.get_output_embeddings()
 
             def step_loss() -> torch.Tensor:
-                dx = self.layer.delta_out(stack.rec.h, delta)                  # (B, T, out), once per step
+                dx = stack.extra_out(delta)                                    # (B, T, out), once per step
                 logits = head(stack.final_hidden(delta, dx))                   # (N, V)
                 ce = F.cross_entropy(logits.float(), targets.to(logits.device))
                 scores = self.layer.scores(dx, delta, batch.prompt_mask)

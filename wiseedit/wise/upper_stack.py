@@ -134,9 +134,19 @@ class UpperStack:
         self.top_subset = top_subset and bool(rec.calls) and _llama_like(layers[-1], rec.calls[-1])
         # rows and tokens the top layer needs: edit rows come first, targets end their rows
         self.width = (int(rows.max()) + 1, int(cols.max()) + 1)
+        # padding is about a quarter of a batch of templates: the side memory skips it (it reaches
+        # no loss: masked out of attention and of the routing score)
+        self.tokens = batch.attention_mask.to(rec.h.device).bool()   # (B, T)
+        self.h_tokens = rec.h[self.tokens]                             # (M, in), M real tokens
+
+    def extra_out(self, delta: torch.Tensor) -> torch.Tensor:
+        """The side memory's extra output dx (B, T, out) float32, zero at padding."""
+        packed = self.side.delta_out(self.h_tokens, delta)             # (M, out)
+        dx = packed.new_zeros((*self.tokens.shape, packed.shape[-1]))
+        return dx.masked_scatter(self.tokens[..., None], packed)
 
     def final_hidden(self, delta: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
-        """(N, d) after the final norm; dx = side.delta_out(h, delta) (B, T, out)."""
+        """(N, d) after the final norm; dx = :meth:`extra_out` of `delta` (B, T, out)."""
         rec = self.rec
         if self.shortcut:
             hidden = rec.base_out + dx.to(rec.base_out.dtype)             # (B, T, d)
@@ -174,13 +184,13 @@ class UpperStack:
                                         use_cache=False).last_hidden_state[rows, cols].float()  # (N, d)
             if not bool(torch.isfinite(full).all()):
                 return None
-            dx = side.delta_out(rec.h, probe)
             # rounding only: 1e-4 of the largest entry in float32, 8 ulps in half precision
             tol = max(1e-4, 8 * torch.finfo(rec.base_out.dtype).eps) * full.abs().max().item()
             for shortcut, top_subset in ((True, True), (False, False)):
+                stack = cls(rec, layers, index, side, batch, rows, cols, shortcut, top_subset)
+                dx = stack.extra_out(probe)
                 if shortcut and dx.shape != rec.base_out.shape:  # e.g. an up projection: no shortcut
                     continue
-                stack = cls(rec, layers, index, side, batch, rows, cols, shortcut, top_subset)
                 fast = stack.final_hidden(probe, dx).float()
                 if fast.shape == full.shape and (fast - full).abs().max().item() <= tol:
                     return stack
