@@ -144,3 +144,12 @@ def test_templates_take_one_generation_per_seed_and_match_one_per_template(tok, 
         calls.clear()
         assert generate_templates(model, tok, count) == expected[: count + 1]
         assert len(calls) == min(count, len(TEMPLATE_SEEDS))
+
+
+def test_a_top_layer_that_cannot_be_called_this_way_is_not_used(tok, monkeypatch):
+    def refuse(*args):
+        raise TypeError("unexpected keyword argument")
+
+    monkeypatch.setattr(upper_stack, "top_layer_at", refuse)
+    stack = _stack(tok, "llama")
+    assert (stack.shortcut, stack.top_subset) == (False, False)

@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 _FINAL_NORMS = ("norm", "ln_f", "final_layernorm", "final_layer_norm")
+# what calling a layer outside its model's forward raises where a shortcut does not fit that model
+_NOT_APPLICABLE = (RuntimeError, TypeError, KeyError, IndexError, AttributeError, ValueError)
 
 
 def _hidden(out):
@@ -136,14 +138,15 @@ class UpperStack:
         self.width = (int(rows.max()) + 1, int(cols.max()) + 1)
         # padding is about a quarter of a batch of templates: the side memory skips it (it reaches
         # no loss: masked out of attention and of the routing score)
-        self.tokens = batch.attention_mask.to(rec.h.device).bool()   # (B, T)
-        self.h_tokens = rec.h[self.tokens]                             # (M, in), M real tokens
+        tokens = batch.attention_mask.to(rec.h.device).bool()         # (B, T)
+        self.token_index = tokens.reshape(-1).nonzero().squeeze(1)    # (M,) flat positions of real tokens
+        self.h_tokens = rec.h[tokens]                                  # (M, in)
 
     def extra_out(self, delta: torch.Tensor) -> torch.Tensor:
         """The side memory's extra output dx (B, T, out) float32, zero at padding."""
         packed = self.side.delta_out(self.h_tokens, delta)             # (M, out)
-        dx = packed.new_zeros((*self.tokens.shape, packed.shape[-1]))
-        return dx.masked_scatter(self.tokens[..., None], packed)
+        B, T = self.rec.h.shape[:2]
+        return packed.new_zeros((B * T, packed.shape[-1])).index_copy(0, self.token_index, packed).view(B, T, -1)
 
     def final_hidden(self, delta: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
         """(N, d) after the final norm; dx = :meth:`extra_out` of `delta` (B, T, out)."""
@@ -171,7 +174,10 @@ class UpperStack:
     def verified(cls, model, layers, index: int, side, batch, rows, cols, main_weight: torch.Tensor):
         """The fastest configuration whose final hidden states agree with the model's own forward
         under a random delta, or None (then the trainer uses the activation replay)."""
-        rec = record_upper(model, layers, index, side, batch)
+        try:
+            rec = record_upper(model, layers, index, side, batch)
+        except _NOT_APPLICABLE:
+            return None
         if rec.final_norm is None:
             return None
         gen = torch.Generator(device="cpu").manual_seed(0)
@@ -187,11 +193,14 @@ class UpperStack:
             # rounding only: 1e-4 of the largest entry in float32, 8 ulps in half precision
             tol = max(1e-4, 8 * torch.finfo(rec.base_out.dtype).eps) * full.abs().max().item()
             for shortcut, top_subset in ((True, True), (False, False)):
-                stack = cls(rec, layers, index, side, batch, rows, cols, shortcut, top_subset)
-                dx = stack.extra_out(probe)
-                if shortcut and dx.shape != rec.base_out.shape:  # e.g. an up projection: no shortcut
+                try:
+                    stack = cls(rec, layers, index, side, batch, rows, cols, shortcut, top_subset)
+                    dx = stack.extra_out(probe)
+                    if shortcut and dx.shape != rec.base_out.shape:  # e.g. an up projection: no shortcut
+                        continue
+                    fast = stack.final_hidden(probe, dx).float()
+                except _NOT_APPLICABLE:  # a layer that cannot be called this way: the next configuration
                     continue
-                fast = stack.final_hidden(probe, dx).float()
                 if fast.shape == full.shape and (fast - full).abs().max().item() <= tol:
                     return stack
         return None
