@@ -114,8 +114,9 @@ def top_layer_at(layer: nn.Module, hidden: torch.Tensor, call: tuple, pad_mask: 
     q = q * cos[at, cols][:, None] + _rotate_half(q) * sin[at, cols][:, None]
     k = k * cos[:, None] + _rotate_half(k) * sin[:, None]
     groups = q.shape[1] // k.shape[1]
-    k = k[rows].repeat_interleave(groups, dim=1)                           # (N, H, T, hd)
-    v = v[rows].repeat_interleave(groups, dim=1)
+    k, v = k[rows], v[rows]                                                # (N, Hkv, T, hd)
+    if groups > 1:  # grouped-query attention: each key/value head serves `groups` query heads
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
     allowed = (torch.arange(T, device=cols.device) <= cols[:, None]) & pad_mask[rows].bool()  # (N, T) causal
     out = F.scaled_dot_product_attention(q[:, :, None], k, v, attn_mask=allowed[:, None, None],
                                          scale=attn.scaling)               # (N, H, 1, hd)
