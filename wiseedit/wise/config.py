@@ -54,7 +54,7 @@ class WiseConfig(MethodConfig):
     edits_per_step: int = 1         # >1: batch mode, several edits trained in one optimisation
     rehearse: int | None = None     # earlier edits of the current shard trained again with each new one;
                                     # None: preset (auto 4, reference 0: the paper trains each edit alone)
-    cache_activations: bool = True  # run only the layers above the edited module at each step (exact)
+    cache_activations: bool = True  # per step, only what the delta changes (upper_stack.py; exact to float tolerance)
     # -- shards and merging (wise.md section 5)
     mask_ratio: float = 0.2         # fraction of side-memory entries each shard trains
     save_freq: int = 500            # edits per shard; then the shard is stored and a new one starts
