@@ -23,6 +23,7 @@ from wiseedit.methods.option_checks import (
 MergeAlgorithm = Literal["ties", "linear", "dare"]
 Preset = Literal["auto", "reference"]
 Pooling = Literal["last", "mean"]  # what wiseedit.wise.side_memory.routing_scores computes
+Router = Literal["key", "norm"]     # wiseedit.wise.side_memory: per-edit keys, or the paper's score norm
 
 
 @dataclass
@@ -33,6 +34,8 @@ class WiseConfig:
     # -- how margins and lr are scaled
     preset: Preset = "auto"
     # -- routing
+    router: str | None = None       # "key" (auto: per-edit keys) or "norm" (reference: the paper's score)
+    key_threshold: float | None = None  # key router: cosine with an edit's key from which it fires
     pooling: str | None = None      # routing score over the prompt's tokens: "last" (auto) or "mean" (reference)
     act_ratio: float | None = None  # threshold = act_ratio x min edit score of a memory; None: preset
     # -- training one edit (wise.md section 4)
@@ -90,7 +93,7 @@ class WiseConfig:
 #: The "auto" preset, relative to the activation scale S (mean norm of the residual stream after the
 #: edited layer) and the input energy H^2 (mean squared norm of the module's input): alpha, beta, gamma
 #: are multiples of S, lr is a multiple of S^2/H^2. The ratios alpha:beta:gamma = 5:20:10 are the paper's.
-AUTO_DEFAULTS = {"pooling": "last", "act_ratio": 0.88, "n_iter": 70, "lr": 1.0, "alpha": 0.25, "beta": 1.0,
+AUTO_DEFAULTS = {"router": "key", "key_threshold": 0.8, "pooling": "last", "act_ratio": 0.88, "n_iter": 70, "lr": 1.0, "alpha": 0.25, "beta": 1.0,
                  "gamma": 0.5, "rehearse": 4}
 
 
@@ -100,14 +103,14 @@ AUTO_DEFAULTS = {"pooling": "last", "act_ratio": 0.88, "n_iter": 70, "lr": 1.0, 
 _WHOLE = {"layer": 0, "n_iter": 1, "num_templates": 0, "edits_per_step": 1, "rehearse": 0, "save_freq": 1,
           "merge_freq": 1, "seed": None}
 #: Real-number fields: (low, high, low excluded, infinity allowed); high None: unbounded.
-_NUMBERS = {"act_ratio": (0, None, True, False), "lr": (0, None, True, False),
+_NUMBERS = {"act_ratio": (0, None, True, False), "key_threshold": (-1, 1, False, False), "lr": (0, None, True, False),
             "weight_decay": (0, None, False, False), "alpha": (0, None, False, False),
             "beta": (0, None, False, False), "gamma": (0, None, False, False),
             "norm_constraint": (0, None, True, True),  # infinity: no clamp
             "early_stop_loss": (0, None, False, True), "early_stop_delta": (0, None, False, True),
             "mask_ratio": (0, 1, True, False), "density": (0, 1, True, False),
             "merge_keep_weight": (0, 1, False, False)}
-_CHOICES = {"preset": get_args(Preset), "pooling": get_args(Pooling), "merge_algorithm": get_args(MergeAlgorithm)}
+_CHOICES = {"router": get_args(Router), "preset": get_args(Preset), "pooling": get_args(Pooling), "merge_algorithm": get_args(MergeAlgorithm)}
 _BOOLS = ("cache_activations", "retrieve", "replay")
 
 
