@@ -169,7 +169,7 @@ def test_routing_is_per_row_in_a_mixed_batch(edited, tok):
     model, method, _, _ = edited
     prompts = [EDITS[0].prompt, UNRELATED[0], EDITS[1].prompt, UNRELATED[1]]
     batch, enc = logits(model, tok, prompts)
-    chosen = method.routing.chosen.tolist()
+    chosen = method.layer.last_choice.tolist()
     assert chosen[1] == -1 and chosen[3] == -1 and chosen[0] >= 0 and chosen[2] >= 0
     for r, prompt in enumerate(prompts):
         alone, _ = logits(model, tok, [prompt])

@@ -61,7 +61,7 @@ def test_single_forward_equals_prefill_and_decode(tok, arch, options):
         ids = tok(text, return_tensors="pt").input_ids
         with torch.no_grad():
             whole = model(input_ids=ids).logits[0]                                # (T, V)
-            routed += int((method.layer._carry["latch"] >= 0).sum())
+            routed += int((method.layer.last_choice >= 0).sum())
         for split in (1, ids.shape[1] // 2, ids.shape[1] - 1):
             torch.testing.assert_close(_prefill_then_decode(model, ids, split), whole, atol=1e-4, rtol=1e-4)
     assert routed >= len(edits)  # the comparison covered rows where the side memory is on

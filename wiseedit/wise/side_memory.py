@@ -100,6 +100,12 @@ class SideMemoryLayer(nn.Module):
             x = x - self.center
         return torch.nn.functional.normalize(x, dim=-1)
 
+    @property
+    def last_choice(self) -> torch.Tensor | None:
+        """(B,) the memory each row of the last call used at its last position (-1: main); None
+        before any routed call."""
+        return self._carry.get("latch")
+
     @contextmanager
     def training_delta(self, delta: torch.Tensor) -> Iterator[None]:
         """While training a shard: every row goes through the side memory ``W_main + delta``."""
