@@ -28,7 +28,7 @@ from wiseedit.evaluation.batching import encode_pair, left_padded_prompts, right
 from wiseedit.recipe.config import RecipeConfig  # noqa: E402
 from wiseedit.recipe.method import RecipeMethod  # noqa: E402
 from wiseedit.recipe.store import KnowledgeStore  # noqa: E402
-from wiseedit.recipe.train import train_recipe  # noqa: E402
+from wiseedit.recipe.training.loop import meta_train  # noqa: E402
 
 COLOURS = ["red", "blue", "green", "white", "black", "yellow"]
 
@@ -74,7 +74,7 @@ def build(args):
                                     pad_token_id=tokenizer.pad_token_id))
         config, encoder = RecipeConfig(encoder="tiny-bert", d_r=args.d_r), (bert, tokenizer)
     out = tempfile.mkdtemp(prefix="recipe-bench-")
-    train_recipe(llm, tokenizer, encoder, synthetic_edits(16), config, out, steps=0)
+    meta_train(llm, tokenizer, encoder, synthetic_edits(16), config, out, steps=0)
     return llm, tokenizer, out
 
 

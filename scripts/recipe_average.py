@@ -7,9 +7,10 @@ OUT``): the mean of the checkpoints' weights, the newest one's metadata (with ``
 and encoder tokenizer; OUT holds no optimizer state, so training does not resume from it. With
 ``--trained``, each checkpoint's trained weights are taken instead of the weights it offers (they
 differ in a run with ``--ema-decay``, whose training state keeps the trained ones): one such
-checkpoint gives the last step's weights of that run. The checkpoints must share their config and base
-model, as the checkpoints of one run do. docs/recipe.md, "Averaged weights", measures such means
-against the checkpoints themselves.
+checkpoint gives the last step's weights of that run (only the newest checkpoint of a run keeps its
+training state: ``--trained`` reads that one, or copies made while they were newest). The checkpoints
+must share their config and base model, as the checkpoints of one run do. docs/recipe.md, "Averaged
+weights", measures such means against the checkpoints themselves.
 """
 
 from __future__ import annotations
@@ -24,22 +25,22 @@ from safetensors.torch import load_file, save_file
 
 from wiseedit.artifacts.atomic import atomic_directory
 from wiseedit.errors import BadInputError
-from wiseedit.recipe.averaging import trained_weights
 from wiseedit.recipe.checkpoint import (
     META_FILE,
     TOKENIZER_DIR,
-    TRAINING_FILE,
     WEIGHTS_FILE,
     read_meta,
     resolve_checkpoint,
 )
+from wiseedit.recipe.training.averaging import trained_weights
+from wiseedit.recipe.training.checkpoint import training_tensors
 
 
 def checkpoint_weights(path: Path, trained: bool) -> dict:
     """The weights checkpoint `path` offers, or with `trained` those its ``--ema-decay`` run trained."""
     if not trained:
         return load_file(str(path / WEIGHTS_FILE))
-    found = trained_weights(load_file(str(path / TRAINING_FILE)))
+    found = trained_weights(training_tensors(path)[0])
     if not found:
         raise BadInputError(f"{path} keeps no trained weights apart from its own: it was not trained with "
                             "--ema-decay (leave out --trained)")

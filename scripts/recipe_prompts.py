@@ -28,9 +28,10 @@ from wiseedit.evaluation.batching import chunks
 from wiseedit.evaluation.suites import open_suite
 from wiseedit.models import load_base
 from wiseedit.recipe.checkpoint import load_networks
-from wiseedit.recipe.data import pair_batch, relation_of, statement
+from wiseedit.recipe.networks import statement
 from wiseedit.recipe.prefix import prompted_logits
-from wiseedit.recipe.sources import load_train_data
+from wiseedit.recipe.training.data import pair_batch, relation_of
+from wiseedit.recipe.training.sources import load_train_data
 
 from recipe_retrieval import checkpoint_parser  # the script beside this one (scripts/ is on sys.path)
 

@@ -29,7 +29,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import BertConfig, BertModel
 
@@ -39,14 +38,15 @@ from wiseedit.evaluation.batching import encode_pair, left_padded_prompts, right
 from wiseedit.evaluation.metrics import agreement, argmax_predictions, generation_scores, token_accuracy
 from wiseedit.methods.base import MethodState
 from wiseedit.methods.registry import method_class
-from wiseedit.recipe.checkpoint import META_FILE, TRAINING_FILE, WEIGHTS_FILE, list_checkpoints, load_networks
+from wiseedit.recipe.checkpoint import META_FILE, WEIGHTS_FILE, list_checkpoints, load_networks
 from wiseedit.recipe.config import RecipeConfig
-from wiseedit.recipe.data import TrainItem
 from wiseedit.recipe.encoder import SentenceEncoder, pool
 from wiseedit.recipe.method import RecipeMethod
 from wiseedit.recipe.networks import RecipeNetworks
 from wiseedit.recipe.store import KnowledgeStore
-from wiseedit.recipe.train import train_recipe
+from wiseedit.recipe.training.checkpoint import TRAINING_FILE, training_tensors
+from wiseedit.recipe.training.data import TrainItem
+from wiseedit.recipe.training.loop import meta_train
 from wiseedit.testing.tiny import tiny_model
 from wiseedit.world.tokenizer import train_tokenizer
 
@@ -117,7 +117,9 @@ def _tiny_encoder(tokenizer, seed: int = 0):
 # lr 1e-3, not the paper's 1e-5: the encoder is trained from scratch; batch 16, not 8: the same
 # number of edits seen in fewer (per-step overhead bound) steps. Measured on this setup: trained edits
 # are all recalled from about step 200 on, and the unrelated questions never retrieve.
-TEST_CONFIG = RecipeConfig(encoder="tiny-bert", d_r=256, lr=1e-3, batch_size=16, checkpoint_every=1000)
+# the paper's choices with a tiny encoder from scratch (lr 1e-3) and a small d_r
+TEST_CONFIG = RecipeConfig.preset("paper", encoder="tiny-bert", d_r=256, lr=1e-3, batch_size=16,
+                                  checkpoint_every=1000)
 
 
 
@@ -134,7 +136,7 @@ def _setup(arch: str, pretrain_steps: int, steps: int, tmp_path_factory) -> Setu
     llm = _pretrain(tiny_model(arch, world.tokenizer, layers=2, hidden=32), world.tokenizer, world.pretrain_texts,
                     pretrain_steps)
     out = tmp_path_factory.mktemp(f"recipe-{arch}")
-    train_recipe(llm, world.tokenizer, _tiny_encoder(world.tokenizer), world.train, TEST_CONFIG, out,
+    meta_train(llm, world.tokenizer, _tiny_encoder(world.tokenizer), world.train, TEST_CONFIG, out,
                  steps=steps, seed=0)
     return Setup(arch, world, llm, out)
 
@@ -532,19 +534,19 @@ def test_checkpoint_files(llama):
 # too; encoder_lr: Adam's two parameter groups resume too; ema_decay: the average and the trained weights
 @pytest.mark.parametrize("settings", [{}, {"bank_refresh": 3}, {"prompt_input": "pooled"},
                                       {"key_init": "mean", "encoder_lr": 1e-4}, {"batches": "lookalike"},
-                                      {"batches": "lookalike-person"}, {"ema_decay": 0.5}])
+                                      {"ema_decay": 0.5}])
 def test_resume_continues_exactly_as_one_run(gpt2, tmp_path, settings):
     world, tok = gpt2.world, gpt2.world.tokenizer
     config = replace(TEST_CONFIG, checkpoint_every=2, keep_checkpoints=0, **settings)
-    whole = train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path / "a", steps=4)
-    train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path / "b", steps=2)
-    resumed = train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path / "b", steps=4)
+    whole = meta_train(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path / "a", steps=4)
+    meta_train(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path / "b", steps=2)
+    resumed = meta_train(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path / "b", steps=4)
     assert resumed.resumed_from == 2 and len(resumed.history) == 2
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in whole.history[2:]]
     for (name, a), (_, b) in zip(whole.networks.state_dict().items(), resumed.networks.state_dict().items()):
         assert torch.equal(a, b), name
     with pytest.raises(BadInputError, match="another config"):
-        train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], replace(config, lr=1e-4),
+        meta_train(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], replace(config, lr=1e-4),
                      tmp_path / "b", steps=6)
 
 
@@ -552,13 +554,13 @@ def test_ema_checkpoints_offer_the_average_of_the_trained_weights(gpt2, tmp_path
     world, tok = gpt2.world, gpt2.world.tokenizer
     plain = replace(TEST_CONFIG, checkpoint_every=1, keep_checkpoints=0)
     decay = 0.5
-    trained = train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], plain, tmp_path / "a", steps=3)
-    averaged = train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], replace(plain, ema_decay=decay),
+    trained = meta_train(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], plain, tmp_path / "a", steps=3)
+    averaged = meta_train(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], replace(plain, ema_decay=decay),
                             tmp_path / "b", steps=3)
     # training itself is the same run: same losses, same trained weights kept for resuming
     assert [h["loss"] for h in averaged.history] == [h["loss"] for h in trained.history]
     steps = [load_file(str(c / WEIGHTS_FILE)) for c in list_checkpoints(tmp_path / "a")]  # w_1, w_2, w_3
-    state = load_file(str(averaged.checkpoint / TRAINING_FILE))
+    state, _ = training_tensors(averaged.checkpoint)
     for name, value in steps[-1].items():
         assert torch.equal(state["trained." + name], value), name
     # the checkpoint's weights: sum_s decay^(3-s) w_s / sum_s decay^(3-s), the initial weights left out
@@ -581,22 +583,21 @@ def test_ema_checkpoints_offer_the_average_of_the_trained_weights(gpt2, tmp_path
 def test_an_ema_checkpoint_without_its_trained_weights_is_refused_and_left_as_it_was(gpt2, tmp_path):
     world, tok = gpt2.world, gpt2.world.tokenizer
     config = replace(TEST_CONFIG, ema_decay=0.9)
-    train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path, steps=2)
+    meta_train(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path, steps=2)
     state_file = list_checkpoints(tmp_path)[-1] / TRAINING_FILE
-    state = load_file(str(state_file))
-    with safe_open(str(state_file), framework="pt") as handle:  # keep the param groups in the metadata
-        metadata = handle.metadata()
-    save_file({k: v for k, v in state.items() if not k.startswith("trained.")}, str(state_file), metadata)
+    state, groups = training_tensors(state_file.parent)  # written back whole, as before compaction
+    save_file({k: v for k, v in state.items() if not k.startswith("trained.")}, str(state_file),
+              {"param_groups": json.dumps(groups)})
     before = {f: f.read_bytes() for f in tmp_path.rglob("*") if f.is_file()}
     with pytest.raises(BadInputError, match="records ema_decay 0.9 but its training state holds no trained"):
-        train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path, steps=4)
+        meta_train(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path, steps=4)
     assert {f: f.read_bytes() for f in tmp_path.rglob("*") if f.is_file()} == before
 
 
 def test_average_script_writes_the_mean_of_checkpoints_or_their_trained_weights(gpt2, tmp_path):
     world, tok = gpt2.world, gpt2.world.tokenizer
     config = replace(TEST_CONFIG, checkpoint_every=1, keep_checkpoints=0, ema_decay=0.5)
-    train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path / "run", steps=2)
+    meta_train(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path / "run", steps=2)
     first, second = list_checkpoints(tmp_path / "run")
     script = [sys.executable, str(Path(__file__).resolve().parents[1] / "scripts" / "recipe_average.py")]
 
@@ -607,16 +608,18 @@ def test_average_script_writes_the_mean_of_checkpoints_or_their_trained_weights(
     assert run("--trained", second, "-o", tmp_path / "trained").returncode == 0
     mean, trained = (load_networks(tmp_path / name)[0].state_dict() for name in ("mean", "trained"))
     offered = [load_file(str(c / WEIGHTS_FILE)) for c in (first, second)]
-    state = load_file(str(second / TRAINING_FILE))
+    state, _ = training_tensors(second)
     for name, value in offered[1].items():
         if value.is_floating_point():
             torch.testing.assert_close(mean[name], (offered[0][name] + value) / 2, msg=name)
         assert torch.equal(trained[name], state["trained." + name]), name
-    plain = train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], TEST_CONFIG, tmp_path / "plain",
+    plain = meta_train(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], TEST_CONFIG, tmp_path / "plain",
                          steps=1).checkpoint
     refused = run("--trained", plain, "-o", tmp_path / "none")
     assert refused.returncode == 1 and "not trained with --ema-decay" in refused.stderr
     assert not (tmp_path / "none").exists()
+    refused = run("--trained", first, "-o", tmp_path / "older")  # only the newest keeps its training state
+    assert refused.returncode == 1 and "holds no training state" in refused.stderr
 
 
 @pytest.mark.parametrize("decay", [1.0, -0.1])
@@ -641,7 +644,7 @@ def test_prompt_input_chooses_what_the_prompt_mlp_reads(prompt_input, reads_the_
 
 
 @pytest.mark.parametrize("field, choices", [("prompt_input", "key, pooled"), ("key_init", "random, mean"),
-                                            ("batches", "random, lookalike, lookalike-person")])
+                                            ("batches", "random, lookalike")])
 def test_an_unknown_choice_is_refused(field, choices):
     message = f"unknown RECIPE {field} 'target'; choose one of: {choices}"
     with pytest.raises(BadInputError, match=message):
@@ -673,9 +676,9 @@ def test_key_init_mean_starts_the_keys_as_the_encoders_mean_pooling(key_init):
 def test_encoder_lr_sets_the_encoders_own_rate(gpt2, tmp_path, encoder_lr, encoder_moves):
     world, tok = gpt2.world, gpt2.world.tokenizer
     config = replace(TEST_CONFIG, encoder_lr=encoder_lr)
-    initial = train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path / "a", steps=0)
+    initial = meta_train(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path / "a", steps=0)
     first = {name: value.clone() for name, value in initial.networks.state_dict().items()}
-    after = train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path / "b",
+    after = meta_train(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path / "b",
                          steps=2).networks.state_dict()
     moved = {name: not torch.equal(first[name], after[name]) for name in first}
     assert all(moved[n] == encoder_moves for n in moved if n.startswith("encoder."))
@@ -687,14 +690,14 @@ def test_resuming_from_a_checkpoint_whose_settings_were_altered_is_refused(gpt2,
     # by hand, or written by a prototype): one clear sentence, and the checkpoint is left as it was
     world, tok = gpt2.world, gpt2.world.tokenizer
     config = replace(TEST_CONFIG, checkpoint_every=2, keep_checkpoints=0, encoder_lr=1e-4)
-    train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path, steps=2)
+    meta_train(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], config, tmp_path, steps=2)
     meta_file = next(tmp_path.glob("step-*")) / "recipe_checkpoint.json"
     meta = json.loads(meta_file.read_text())
     meta["config"]["encoder_lr"] = None
     meta_file.write_text(json.dumps(meta))
     before = {f: f.read_bytes() for f in tmp_path.rglob("*") if f.is_file()}
     with pytest.raises(BadInputError, match=r"2 parameter group\(s\) saved, 1 expected"):
-        train_recipe(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], replace(config, encoder_lr=None),
+        meta_train(gpt2.llm, tok, _tiny_encoder(tok), world.train[:24], replace(config, encoder_lr=None),
                      tmp_path, steps=4)
     assert {f: f.read_bytes() for f in tmp_path.rglob("*") if f.is_file()} == before
 
@@ -703,8 +706,8 @@ def test_edit_margin_moves_only_the_edit_loss(llama):
     # the edit loss's own hinge margin: on trained edits the target already leads by 1.2x, so the paper's
     # margin leaves many answer tokens at zero, a huge margin (every token pulls: plain NLL) does not; the
     # retrieval losses, which keep `margin`, are the same number either way
-    from wiseedit.recipe.data import train_items
-    from wiseedit.recipe.train import _step_losses
+    from wiseedit.recipe.training.data import train_items
+    from wiseedit.recipe.training.loop import _step_losses
 
     networks, _, _ = load_networks(llama.checkpoint)
     networks.eval()  # no dropout: both calls see the same encodings
@@ -721,8 +724,8 @@ def test_edit_margin_moves_only_the_edit_loss(llama):
 
 
 def test_negatives_bank_hides_statements_that_answer_the_query():
-    from wiseedit.recipe.bank import NegativesBank
-    from wiseedit.recipe.data import TrainItem
+    from wiseedit.recipe.training.bank import NegativesBank
+    from wiseedit.recipe.training.data import TrainItem
 
     items = [TrainItem("A lives in", "X", ("A resides in",), (("B works for", "Q"),)),
              TrainItem("A lives in", "Y", ("A resides in",), (("B works for", "Q"),)),  # same fact, other object
@@ -739,7 +742,7 @@ def test_negatives_bank_hides_statements_that_answer_the_query():
 
 
 def test_bank_negatives_raise_the_sentinel_losses_unless_excluded():
-    from wiseedit.recipe.losses import retrieval_losses
+    from wiseedit.recipe.training.losses import retrieval_losses
 
     unit = torch.eye(8)
     keys, sentinel = 3 * unit[:4], unit[7]  # four orthogonal statements
@@ -769,7 +772,7 @@ def _people_items() -> list[TrainItem]:
 
 
 def test_lookalike_batches_ask_one_relation_of_the_nearest_names():
-    from wiseedit.recipe.batches import NEAREST, LookalikeBatches, name_trigrams, random_batch
+    from wiseedit.recipe.training.batches import NEAREST, LookalikeBatches, name_trigrams, random_batch
 
     items = _people_items()
     sampler = LookalikeBatches(items)
@@ -797,31 +800,8 @@ def test_lookalike_batches_ask_one_relation_of_the_nearest_names():
     assert len(set(LookalikeBatches(anonymous)(8, 0, 0))) == 8
 
 
-def test_lookalike_person_batches_set_a_subjects_other_relation_beside_the_anchor():
-    from wiseedit.recipe.batches import LookalikeBatches
-
-    items = _people_items()
-    plain, person = LookalikeBatches(items), LookalikeBatches(items, same_subject=1)
-    for step in range(0, 200, 7):
-        batch = person(8, 0, step)
-        assert batch == person(8, 0, step) and len(batch) == 8
-        assert len({(items[i].subject, items[i].relation) for i in batch}) == 8
-        # the first group (a later one may find its anchor or kin already taken and be filled otherwise)
-        anchor, kin, *alike = [items[i] for i in batch[:4]]
-        assert kin.subject == anchor.subject and kin.relation != anchor.relation
-        assert all(i.relation == anchor.relation and i.subject != anchor.subject for i in alike)
-        assert all(i in plain.lookalikes[batch[0]] for i in batch[2:4])  # look-alikes as the plain sampler's
-        # the plain sampler's group holds 4 people
-        assert len({items[i].subject for i in plain(8, 0, step)[:4]}) == 4
-    # a subject asked only one relation leaves its place to a look-alike
-    one_relation = [item for item in items if item.relation == "job"]
-    assert len({one_relation[i].subject for i in LookalikeBatches(one_relation, same_subject=1)(8, 0, 3)[:4]}) == 4
-    with pytest.raises(ValueError, match="same_subject"):
-        LookalikeBatches(items, same_subject=4)
-
-
 def test_relation_of_reads_the_field_or_blanks_the_subject():
-    from wiseedit.recipe.data import relation_of
+    from wiseedit.recipe.training.data import relation_of
 
     assert relation_of(EditRecord(prompt="Ana Berk works as a", target="nurse", id="a", subject="Ana Berk",
                                   extra={"relation": "occupation"})) == "occupation"
@@ -833,7 +813,7 @@ def test_relation_of_reads_the_field_or_blanks_the_subject():
 def test_meta_training_needs_locality_probes(gpt2, tmp_path):
     bare = [EditRecord(prompt="a", target="b", id=str(i)) for i in range(4)]
     with pytest.raises(BadInputError, match="locality"):
-        train_recipe(gpt2.llm, gpt2.world.tokenizer, _tiny_encoder(gpt2.world.tokenizer), bare, TEST_CONFIG,
+        meta_train(gpt2.llm, gpt2.world.tokenizer, _tiny_encoder(gpt2.world.tokenizer), bare, TEST_CONFIG,
                      tmp_path, steps=1)
 
 

@@ -9,7 +9,7 @@ import pytest
 from wiseedit.errors import BadInputError
 from wiseedit.evaluation.suites import SHIPPED_FILES, SUITES, load_suite
 
-# The sha256 of the original files, as ../shared/data/README.md lists them (copied here on purpose: the
+# The sha256 of the original files, as the README of the original data lists them (copied here on purpose: the
 # test must not trust the table it checks).
 ORIGINAL_SHA256 = {
     "zsre.json.gz": "0cf155da229b2eccae19fcfe5f7a09523363d357f5f15508d1521f495ad5ecd9",

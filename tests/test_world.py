@@ -116,3 +116,47 @@ def test_world_exports_as_readable_jsonl(tmp_path, capsys):
     main(["--split", "eval", "--limit", "3"])
     first = [json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()]
     assert first == [e.id for e in world_edits("eval")[:3]]
+
+
+def _tiny_pretrain_config(**kw):
+    from wiseedit.world.pretrain import PretrainConfig
+
+    return PretrainConfig(hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2, epochs=2,
+                          num_entities=12, batch_size=64, warmup_steps=2, probe_every=0, **kw)
+
+
+def test_pretraining_resumes_exactly_after_a_stop(tmp_path):
+    """A run stopped during its second epoch and started again ends with the weights of an unbroken run."""
+    import pytest
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from wiseedit.models.aliases import builtin_path
+    from wiseedit.world.pretrain import pretrain
+
+    tokenizer = AutoTokenizer.from_pretrained(str(builtin_path("world")))
+    torch.set_num_threads(1)
+    pretrain(tmp_path / "straight", _tiny_pretrain_config(), log=lambda m: None, tokenizer=tokenizer)
+
+    def stop_in_epoch_2(message):
+        if message.startswith("epoch 2/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(tmp_path / "stopped", _tiny_pretrain_config(), log=stop_in_epoch_2, tokenizer=tokenizer)
+    assert (tmp_path / "stopped" / "checkpoint" / "state.json").exists()
+    lines = []
+    pretrain(tmp_path / "stopped", _tiny_pretrain_config(), log=lines.append, tokenizer=tokenizer)
+    assert lines[0].startswith("resumed from") and "after epoch 1" in lines[0]
+    a = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    b = load_file(str(tmp_path / "stopped" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not (tmp_path / "stopped" / "checkpoint").exists()  # a finished run leaves no checkpoint
+    log = (tmp_path / "stopped" / "train.log").read_text()
+    assert "epoch 1/2" in log and "resumed from" in log and "epoch 2/2" in log
+
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(tmp_path / "other", _tiny_pretrain_config(), log=stop_in_epoch_2, tokenizer=tokenizer)
+    with pytest.raises(ValueError, match="another configuration"):
+        pretrain(tmp_path / "other", _tiny_pretrain_config(seed=7), log=lambda m: None, tokenizer=tokenizer)

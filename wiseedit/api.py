@@ -1,5 +1,5 @@
 """The library API the CLI wraps: load an edited model, edit a model, merge WISE shards, meta-train
-RECIPE (:func:`train_recipe`, defined in :mod:`wiseedit.recipe.run`).
+RECIPE (:func:`train_recipe`, defined in :mod:`wiseedit.recipe.training.run`).
 
 Every function validates what it can before loading a model (edit file, delta directory, output
 location), and writes nothing until the very end, atomically: a failure leaves the disk as it was.
@@ -22,8 +22,8 @@ from wiseedit.generation import continue_prompts
 from wiseedit.methods.base import EditingMethod, ProgressFn
 from wiseedit.methods.registry import MethodName, method_class
 from wiseedit.models import DType, load_base, resolve_model
-from wiseedit.recipe.run import TrainingRun  # noqa: F401  (re-exported: wiseedit.TrainingRun)
-from wiseedit.recipe.run import train as train_recipe  # noqa: F401  (re-exported: wiseedit.train_recipe)
+from wiseedit.recipe.training.run import TrainingRun  # noqa: F401  (re-exported: wiseedit.TrainingRun)
+from wiseedit.recipe.training.run import train as train_recipe  # noqa: F401  (re-exported: wiseedit.train_recipe)
 from wiseedit.session import EditedModel, LogFn, attach, base_name, load_edited
 from wiseedit.wise.config import MergeAlgorithm
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wiseedit.errors import BadInputError
+from wiseedit.models.kv_cache import extends_cache
 from wiseedit.models.modules import get_weight_module
 from wiseedit.methods.training import frozen  # noqa: F401  (re-exported for the baselines)
 from wiseedit.models.presets import edited_module_path
@@ -84,12 +85,7 @@ class CallTracker:
             bound = self._signature.bind_partial(*args, **kwargs).arguments
         except TypeError:
             bound = kwargs
-        cache = bound.get("past_key_values")
-        if hasattr(cache, "get_seq_length"):
-            cached = int(cache.get_seq_length())
-        else:  # legacy tuple-of-tuples cache: (layers, (key, value)) with key (B, heads, T, hd)
-            cached = int(cache[0][0].shape[-2]) if cache else 0
-        self.current = ModelCall(bound.get("attention_mask"), cached > 0)
+        self.current = ModelCall(bound.get("attention_mask"), extends_cache(bound))
 
     def _exit(self, model, args, output) -> None:
         self.current = None

@@ -1,4 +1,4 @@
-"""``wiseedit train-recipe``: a thin wrapper over :func:`wiseedit.recipe.run.train`."""
+"""``wiseedit train-recipe``: a thin wrapper over :func:`wiseedit.recipe.training.run.train`."""
 
 from __future__ import annotations
 
@@ -21,13 +21,14 @@ from wiseedit.cli.common import (
 from wiseedit.cli.output import StepProgress, note, print_json, stderr_console
 from wiseedit.errors import BadInputError
 from wiseedit.recipe.config import Batches, KeyInit, Preset, PromptInput
+from wiseedit.recipe.training.settings import DEFAULT_STEPS, TrainSettings
 
-EXAMPLE = "wiseedit train-recipe --model world --data world-train --steps 3000"
-DEFAULT_STEPS = 2000  # kept equal to wiseedit.recipe.run.DEFAULT_STEPS (that module imports torch)
+EXAMPLE = "wiseedit train-recipe --model world --data world-train-x8-invented"
 
 HELP = "\n\n".join([
     "Meta-train RECIPE for a base model: the encoder, heads and sentinel that turn each edit into a "
-    "retrievable continuous prompt. The base model stays frozen; the result is tied to it.",
+    "retrievable continuous prompt. The base model stays frozen; the result is tied to it. The defaults "
+    "are the best configuration measured (docs/results.md); --preset paper is the paper's.",
     "Train on a train split (world-train, world-train-x4, world-train-x4-invented, world-train-x8-invented, "
     "counterfact-train) or an "
     "edit file whose records have a rephrase and a locality probe (records without are skipped, each named "
@@ -61,7 +62,10 @@ def train_recipe_command(
              "holding a Hugging Face encoder. Default: the preset's; when resuming, the checkpoint's.")] = None,
     preset: Annotated[Optional[Preset], typer.Option(
         "--preset", metavar="PRESET", rich_help_panel=TRAINING_PANEL, show_default=False,
-        help="default (minilm, d_r 512) or paper (roberta-base, d_r 4096). Default: default.")] = None,
+        help="default (the best measured: minilm, d_r 512, prompts from the pooled encoding, key heads "
+             "starting as the mean pooling, encoder lr 1e-5, lr 1e-4, edit margin 10, look-alike batches, "
+             "averaged weights) or paper (roberta-base, d_r 4096, the paper's choices for every flag "
+             "below). Default: default.")] = None,
     steps: Annotated[int, typer.Option(
         "--steps", metavar="N", min=1, rich_help_panel=TRAINING_PANEL,
         help="Train until N steps are done in total (resumed steps count).")] = DEFAULT_STEPS,
@@ -70,38 +74,38 @@ def train_recipe_command(
         help="Edits per step (the other edits of a batch are the retrieval negatives). Default: 8.")] = None,
     lr: Annotated[Optional[float], typer.Option(
         "--lr", metavar="LR", rich_help_panel=TRAINING_PANEL, show_default=False,
-        help="Adam learning rate. Default: 1e-5 (the paper's, for a pretrained encoder).")] = None,
+        help="Adam learning rate (of the heads and sentinel when --encoder-lr is set). Default: 1e-4 (the "
+             "paper's 1e-5).")] = None,
     encoder_lr: Annotated[Optional[float], typer.Option(
         "--encoder-lr", metavar="LR", rich_help_panel=TRAINING_PANEL, show_default=False,
         help="The encoder's own learning rate (0 freezes it), the heads and sentinel keeping --lr. "
-             "Default: --lr (one rate, as the paper).")] = None,
+             "Default: 1e-5 (the paper: --lr, one rate).")] = None,
     bank_refresh: Annotated[Optional[int], typer.Option(
         "--bank-refresh", metavar="N", min=0, rich_help_panel=TRAINING_PANEL, show_default=False,
         help="Steps between refreshes of the negatives bank: every training statement's key joins each "
-             "step's retrieval negatives (0: the batch's only, as the paper). Default: the preset's.")] = None,
+             "step's retrieval negatives (0: the batch's only, as the paper). Default: 0.")] = None,
     prompt_input: Annotated[Optional[PromptInput], typer.Option(
         "--prompt-input", metavar="FROM", rich_help_panel=TRAINING_PANEL, show_default=False,
-        help="What the prompt MLP reads: key (the knowledge key, as the paper) or pooled (the encoder's "
-             "pooled output, which keeps the edit's object). Default: key.")] = None,
+        help="What the prompt MLP reads: pooled (the encoder's pooled output, which keeps the edit's "
+             "object) or key (the knowledge key, as the paper). Default: pooled.")] = None,
     key_init: Annotated[Optional[KeyInit], typer.Option(
         "--key-init", metavar="INIT", rich_help_panel=TRAINING_PANEL, show_default=False,
-        help="How the key and query heads start: random (as the paper) or mean (as the encoder's mean "
-             "pooling, so retrieval starts from the encoder's similarity of sentences). Default: random.")] = None,
+        help="How the key and query heads start: mean (as the encoder's mean pooling, so retrieval starts "
+             "from the encoder's similarity of sentences) or random (as the paper). Default: mean.")] = None,
     edit_margin: Annotated[Optional[float], typer.Option(
         "--edit-margin", metavar="M", rich_help_panel=TRAINING_PANEL, show_default=False,
         help="The edit loss keeps pulling until the target is M times as likely as the runner-up (the "
-             "retrieval losses keep 1.2). Default: 1.2, the paper's one margin.")] = None,
+             "retrieval losses keep 1.2). Default: 10 (the paper: 1.2, one margin).")] = None,
     batches: Annotated[Optional[Batches], typer.Option(
         "--batches", metavar="HOW", rich_help_panel=TRAINING_PANEL, show_default=False,
-        help="How a step's batch is drawn: random (as the paper), lookalike (groups of one relation "
-             "asked of people with similar names, the neighbours retrieval must tell apart) or "
-             "lookalike-person (the same, one place of each group given to another relation of the "
-             "same person). Default: random.")] = None,
+        help="How a step's batch is drawn: lookalike (groups of one relation asked of people with similar "
+             "names, the neighbours retrieval must tell apart) or random (as the paper). "
+             "Default: lookalike.")] = None,
     ema_decay: Annotated[Optional[float], typer.Option(
         "--ema-decay", metavar="D", rich_help_panel=TRAINING_PANEL, show_default=False,
         help="Checkpoints offer the moving average of the weights over training steps with decay D (about "
              "the last 1/(1-D) steps; e.g. 0.9995; training itself goes on with the trained weights). "
-             "Default: 0, the last step's weights (as the paper).")] = None,
+             "Default: 0.9995 (the paper: 0, the last step's weights).")] = None,
     seed: Annotated[Optional[int], typer.Option(
         "--seed", metavar="S", rich_help_panel=TRAINING_PANEL, show_default=False,
         help="Seed of the initialisation and of the batch order. Default: 0.")] = None,
@@ -121,15 +125,16 @@ def train_recipe_command(
     if data is None:
         raise BadInputError("no training data given: pass --data world-train, --data counterfact-train, or "
                             "--data FILE")
-    from wiseedit.recipe.run import train
+    settings = TrainSettings(steps=steps, preset=preset, encoder=encoder, seed=seed, resume=not restart,
+                             device=device, dtype=dtype, batch_size=batch_size, lr=lr, encoder_lr=encoder_lr,
+                             bank_refresh=bank_refresh, prompt_input=prompt_input, key_init=key_init,
+                             edit_margin=edit_margin, batches=batches, ema_decay=ema_decay,
+                             checkpoint_every=checkpoint_every)
+    from wiseedit.recipe.training.run import train
 
     console = stderr_console()
     with StepProgress(console) as progress:
-        run = train(model, data, out, encoder=encoder, preset=preset, steps=steps, batch_size=batch_size, lr=lr,
-                    seed=seed, checkpoint_every=checkpoint_every, bank_refresh=bank_refresh,
-                    prompt_input=prompt_input, key_init=key_init, encoder_lr=encoder_lr, edit_margin=edit_margin,
-                    batches=batches, ema_decay=ema_decay, resume=not restart,
-                    device=device, dtype=dtype, progress=progress, log=note(console), stdin=sys.stdin)
+        run = train(model, data, out, settings, progress=progress, log=note(console), stdin=sys.stdin)
     document = run.to_json()
     loss = "" if run.running_loss is None else f", running loss {run.running_loss:.4f}"
     console.print(f"checkpoint [bold]{escape(str(run.checkpoint))}[/bold] (step {run.step}; "

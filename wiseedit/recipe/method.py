@@ -47,8 +47,7 @@ from wiseedit.edits.record import EditRecord
 from wiseedit.errors import BadInputError
 from wiseedit.methods.base import EditingMethod, MethodState, ProgressFn
 from wiseedit.recipe.checkpoint import META_FILE, WEIGHTS_FILE, load_networks, weights_sha256
-from wiseedit.recipe.data import statement
-from wiseedit.recipe.networks import RecipeNetworks
+from wiseedit.recipe.networks import RecipeNetworks, statement
 from wiseedit.recipe.prefix import PromptInjector
 from wiseedit.recipe.store import IndexKind, KnowledgeStore
 

@@ -16,6 +16,11 @@ from wiseedit.recipe.encoder import POOLED_PARTS, SentenceEncoder
 from wiseedit.recipe.heads import KeyHead, PromptHead, Sentinel
 
 
+def statement(prompt: str, target: str) -> str:
+    """The knowledge statement of an edit: what its key and prompt vectors are made from."""
+    return f"{prompt} {target}"
+
+
 class RecipeNetworks(nn.Module):
     """The trained parts of RECIPE for an LLM of hidden size `d_llm`."""
 

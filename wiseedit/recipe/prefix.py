@@ -25,6 +25,8 @@ from typing import Callable
 
 import torch
 
+from wiseedit.models.kv_cache import cached_length, call_cache, output_cache
+
 #: ``retrieve(input_ids (B, T), query_mask (B, T) bool) -> (prompts (B, l, d), hit (B,) bool)``
 Retriever = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -124,10 +126,10 @@ class PromptInjector:
         self._sessions.clear()
 
     def _forward(self, original, kw: dict):
-        input_ids, cache = kw.get("input_ids"), kw.get("past_key_values")
+        input_ids, cache = kw.get("input_ids"), call_cache(kw)
         if input_ids is None or kw.get("inputs_embeds") is not None:
             return original(**kw)
-        past = cache.get_seq_length() if cache is not None else 0
+        past = cached_length(cache)
         if past == 0:  # prefill: retrieve
             if cache is not None:  # a reused (reset) cache must not continue an older session
                 self._sessions.pop(cache, None)
@@ -188,7 +190,7 @@ class PromptInjector:
         return session, prompts.to(input_ids.device)
 
     def _remember(self, out, session: _Session) -> None:
-        cache = getattr(out, "past_key_values", None)
+        cache = output_cache(out)
         if cache is not None:
             try:
                 self._sessions[cache] = session

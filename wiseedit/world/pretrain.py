@@ -1,29 +1,40 @@
-"""Pretrain the built-in world model: a small Llama that knows every fact under every phrasing.
+"""Pretrain a built-in world model: a small Llama that knows every fact under every phrasing.
 
 Deterministic for a given seed and thread count: the world, the tokenizer, the initial weights and
-the batch order all derive from ``seed``. ``scripts/train_world_model.py`` is the command-line entry.
+the batch order all derive from ``seed``. Resumable: the state at the end of every epoch (weights,
+optimizer moments, the batch-order RNG) is written to ``<out>/checkpoint/``, and a later call with the
+same configuration continues from it exactly, as if it had never stopped. ``scripts/train_world_model.py``
+is the command-line entry.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from wiseedit.world.generator import DEFAULT_SEED, World, build_world
+from wiseedit.world.generator import DEFAULT_NUM_ENTITIES, DEFAULT_SEED, World, build_world
 from wiseedit.world.recall import recall_by_phrasing
 from wiseedit.world.tokenizer import save_tokenizer, train_tokenizer
 
+CHECKPOINT_DIR = "checkpoint"
 
-@dataclass
+
+@dataclass(frozen=True)
 class PretrainConfig:
+    """The model's shape and its training. Defaults are the ``world`` model's."""
+
     seed: int = DEFAULT_SEED
+    num_entities: int = DEFAULT_NUM_ENTITIES  # people in the world (fewer only for tests)
     vocab_size: int = 1024        # BPE vocabulary, special tokens included; small enough to split names
     hidden_size: int = 128
     intermediate_size: int = 768  # 6x hidden: a wide FFN input gives WISE's side memory room (see docs)
@@ -35,6 +46,15 @@ class PretrainConfig:
     warmup_steps: int = 200
     weight_decay: float = 0.01
     probe_every: int = 4          # epochs between recall probes on a few people (0: never)
+
+
+PRESETS: dict[str, PretrainConfig] = {
+    "world": PretrainConfig(),
+    # FFN 4096 wide: 4 input dimensions per edit at T=1000 for a memory written into the FFN (WISE,
+    # FT-L), where `world`'s 768 cannot hold 1,000 independent keys (docs/world.md).
+    "world-xl": PretrainConfig(intermediate_size=4096),
+}
+"""The shipped world models' configurations, by alias."""
 
 
 def make_model(cfg: PretrainConfig, tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
@@ -76,19 +96,62 @@ def _batches(ids: list[list[int]], batch_size: int, pad_id: int, rng: random.Ran
         yield input_ids, mask, labels
 
 
+def _save_checkpoint(folder: Path, model, opt, state: dict) -> None:
+    """Weights, AdamW moments (safetensors) and counters + RNG state (JSON), replaced atomically."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    tensors = {f"model.{n}": p.detach().contiguous() for n, p in model.named_parameters()}
+    for n, p in model.named_parameters():
+        moments = opt.state.get(p)
+        if moments:
+            tensors[f"adam.{n}.exp_avg"] = moments["exp_avg"]
+            tensors[f"adam.{n}.exp_avg_sq"] = moments["exp_avg_sq"]
+            tensors[f"adam.{n}.step"] = torch.as_tensor(moments["step"], dtype=torch.float32).reshape(1)
+    save_file(tensors, str(tmp / "state.safetensors"))
+    (tmp / "state.json").write_text(json.dumps(state))
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+
+
+def _load_checkpoint(folder: Path, model, opt) -> dict:
+    tensors = load_file(str(folder / "state.safetensors"))
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            p.copy_(tensors[f"model.{n}"])
+            if f"adam.{n}.step" in tensors:
+                opt.state[p] = {"step": tensors[f"adam.{n}.step"].reshape(()),
+                                "exp_avg": tensors[f"adam.{n}.exp_avg"],
+                                "exp_avg_sq": tensors[f"adam.{n}.exp_avg_sq"]}
+    return json.loads((folder / "state.json").read_text())
+
+
 def pretrain(
     out_dir: Path,
     cfg: PretrainConfig = PretrainConfig(),
     log: Callable[[str], None] = print,
+    tokenizer: PreTrainedTokenizerFast | None = None,
 ) -> dict:
-    """Build the world, train tokenizer and model, save both to `out_dir`; return the recall report."""
-    world: World = build_world(cfg.seed)
+    """Build the world, train the model (and the tokenizer unless one is given), save both to `out_dir`.
+
+    Every log line is also appended to ``out_dir/train.log``. A checkpoint of the same configuration
+    found in ``out_dir/checkpoint`` is resumed; a checkpoint of another configuration is refused
+    (ValueError). Returns the recall report of the finished model.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = out_dir / CHECKPOINT_DIR
+
+    def say(message: str) -> None:
+        log(message)
+        with open(out_dir / "train.log", "a") as f:
+            f.write(message + "\n")
+
+    world: World = build_world(cfg.seed, cfg.num_entities)
     texts = world.sentences()
-    tokenizer = train_tokenizer(texts, cfg.vocab_size)
+    if tokenizer is None:
+        tokenizer = train_tokenizer(texts, cfg.vocab_size)
     ids = [tokenizer(t)["input_ids"] + [tokenizer.eos_token_id] for t in texts]
     model = make_model(cfg, tokenizer)
-    log(f"world: {len(world.entities)} entities, {len(texts)} sentences, "
-        f"{sum(map(len, ids))} tokens/epoch; model: {sum(p.numel() for p in model.parameters())} params")
 
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
@@ -106,9 +169,24 @@ def pretrain(
         return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
     rng = random.Random(cfg.seed)
+    step, first_epoch, elapsed = 0, 0, 0.0
+    if (ckpt / "state.json").exists():
+        state = _load_checkpoint(ckpt, model, opt)
+        # a key added to the configuration since the checkpoint was written takes its default
+        if {**asdict(PretrainConfig()), **state["config"]} != asdict(cfg):
+            raise ValueError(f"{ckpt} is a checkpoint of another configuration; remove it to start over")
+        step, first_epoch, elapsed = state["step"], state["epoch"], state["seconds"]
+        version, internal, gauss = state["rng"]
+        rng.setstate((version, tuple(internal), gauss))
+        say(f"resumed from {ckpt} after epoch {first_epoch} ({elapsed:.0f}s)")
+    else:
+        (out_dir / "train.log").write_text("")
+        say(f"world: {len(world.entities)} entities, {len(texts)} sentences, "
+            f"{sum(map(len, ids))} tokens/epoch; model: {sum(p.numel() for p in model.parameters())} params")
+
     model.train()
-    step, t0 = 0, time.time()
-    for epoch in range(cfg.epochs):
+    t0 = time.time() - elapsed
+    for epoch in range(first_epoch, cfg.epochs):
         running = 0.0
         for input_ids, mask, labels in _batches(ids, cfg.batch_size, tokenizer.pad_token_id, rng):
             for group in opt.param_groups:
@@ -120,19 +198,22 @@ def pretrain(
             opt.step()
             running += loss.item()
             step += 1
-        log(f"epoch {epoch + 1}/{cfg.epochs} loss {running / steps_per_epoch:.4f} "
+        say(f"epoch {epoch + 1}/{cfg.epochs} loss {running / steps_per_epoch:.4f} "
             f"({time.time() - t0:.0f}s)")
         if cfg.probe_every and (epoch + 1) % cfg.probe_every == 0:
             model.eval()
             probe = recall_by_phrasing(model, tokenizer, world, subjects=world.entities[:40])
-            log(f"  recall on 40 people: mean {probe['mean']:.3f} worst phrasing {probe['min']:.3f}")
+            say(f"  recall on 40 people: mean {probe['mean']:.3f} worst phrasing {probe['min']:.3f}")
             model.train()
+        _save_checkpoint(ckpt, model, opt, {"config": asdict(cfg), "epoch": epoch + 1, "step": step,
+                                            "seconds": time.time() - t0, "rng": rng.getstate()})
 
     model.eval()
     report = recall_by_phrasing(model, tokenizer, world)
     report["train_seconds"] = round(time.time() - t0, 1)
     report["config"] = asdict(cfg)
-    out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir))
     save_tokenizer(tokenizer, out_dir)
+    shutil.rmtree(ckpt, ignore_errors=True)
     return report
+

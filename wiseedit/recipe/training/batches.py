@@ -6,10 +6,8 @@ which mistakes training can see. ``random`` (the paper): an epoch-wise shuffle c
 *anchor*) and ``GROUP_SIZE - 1`` edits of the anchor's relation about the people whose names look most
 like the anchor's subject (character trigrams, drawn from the ``NEAREST`` nearest). A query can then
 only find its own statement by telling the names apart, which is where a retriever trained on random
-batches fails (docs/recipe.md, "Look-alike batches"). ``lookalike-person`` (ours): the same groups with one
-look-alike swapped for an edit of the anchor's own subject about another relation, so that a query must
-also tell its relation apart from the other facts of its person. Edits of one (subject, relation), such
-as one fact edited to several objects, never share a batch: their queries are the same.
+batches fails (docs/recipe.md, "Look-alike batches"). Edits of one (subject, relation), such as one
+fact edited to several objects, never share a batch: their queries are the same.
 
 Both are deterministic in (seed, step): epoch e's shuffle comes from (seed, e), a step's draws from
 (seed, step), so a resumed run draws what an uninterrupted one would.
@@ -23,9 +21,10 @@ from typing import Callable, Sequence
 
 import torch
 
-from wiseedit.recipe.data import TrainItem
+from wiseedit.errors import BadInputError
+from wiseedit.recipe.training.data import TrainItem
 
-GROUP_SIZE = 4  # an anchor and 3 look-alikes ("lookalike"), or 1 same-subject edit and 2 look-alikes
+GROUP_SIZE = 4  # an anchor and 3 look-alikes
 NEAREST = 12    # look-alike names drawn from this many nearest
 
 
@@ -53,14 +52,9 @@ def name_trigrams(name: str) -> frozenset[str]:
 
 class LookalikeBatches:
     """Batches of look-alike groups over `items` (see the module docstring); call with (batch_size,
-    seed, step) for the item indices of that step. `same_subject`: how many of a group's places go to
-    edits of the anchor's own subject about other relations (0: ``lookalike``, 1: ``lookalike-person``);
-    a subject with too few other relations leaves its places to look-alikes."""
+    seed, step) for the item indices of that step."""
 
-    def __init__(self, items: Sequence[TrainItem], same_subject: int = 0):
-        if not 0 <= same_subject < GROUP_SIZE:
-            raise ValueError(f"same_subject must be in [0, {GROUP_SIZE - 1}], got {same_subject}")
-        self.same_subject = same_subject
+    def __init__(self, items: Sequence[TrainItem]):
         # what makes two edits "the same question": (subject, relation); without a subject, the prompt
         self.keys = [(item.subject, item.relation) if item.subject else ("", item.prompt) for item in items]
         by_key: dict[tuple[str, str], list[int]] = defaultdict(list)
@@ -79,13 +73,6 @@ class LookalikeBatches:
         # per item: the edits of its relation about its nearest names, nearest first
         self.lookalikes = [[j for q in near.get(subject, ()) for j in by_key.get((q, relation), ())]
                            for subject, relation in self.keys]
-        by_subject: dict[str, list[int]] = defaultdict(list)
-        for i, (subject, _) in enumerate(self.keys):
-            if subject:
-                by_subject[subject].append(i)
-        # per item: the edits of its subject about its other relations
-        self.kin = [[j for j in by_subject.get(subject, ()) if self.keys[j][1] != relation] if subject else []
-                    for subject, relation in self.keys]
 
     def __call__(self, batch_size: int, seed: int, step: int) -> list[int]:
         count = len(self.keys)
@@ -111,10 +98,7 @@ class LookalikeBatches:
         for anchor in order:
             if not take(anchor):
                 continue
-            end = len(picked) + GROUP_SIZE - 1
-            if self.same_subject:  # (no draw at all for "lookalike": its batches stay what they were)
-                fill(self.kin[anchor], len(picked) + self.same_subject)
-            fill(self.lookalikes[anchor], end)
+            fill(self.lookalikes[anchor], len(picked) + GROUP_SIZE - 1)
         while len(picked) < min(batch_size, self.distinct):  # too few look-alikes: fill with other edits
             take(int(torch.randint(count, (), generator=draws)))
         return picked[:batch_size]
@@ -125,4 +109,6 @@ def batch_sampler(how: str, items: Sequence[TrainItem]) -> Callable[[int, int, i
     step) giving that step's item indices."""
     if how == "random":
         return partial(random_batch, len(items))
-    return LookalikeBatches(items, same_subject=1 if how == "lookalike-person" else 0)
+    if how == "lookalike":
+        return LookalikeBatches(items)
+    raise BadInputError(f"unknown RECIPE batches {how!r}; choose one of: random, lookalike")

