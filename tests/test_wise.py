@@ -318,7 +318,10 @@ def test_merge_pending_on_demand_includes_the_current_shard(tok):
 def test_modules_with_bias_and_conv1d(arch, tok):
     model = fresh(arch, tok)
     base, _ = logits(model, tok, UNRELATED)
-    method = WiseMethod.create(model, tok, FAST)
+    # a random GPT-J hardly carries context to the edited layer: the same word has cosine .8-.9 with an
+    # edit's key wherever it stands (docs/wise.md), so its unrelated prompts need a stricter key router
+    options = {**FAST, "key_threshold": 0.95} if arch == "gptj" else FAST
+    method = WiseMethod.create(model, tok, options)
     if arch == "gpt2":
         assert type(method.layer.base).__name__ == "Conv1D"
     assert method.layer.base.bias is not None
@@ -330,25 +333,26 @@ def test_modules_with_bias_and_conv1d(arch, tok):
     assert torch.equal(after, base)
 
 
-# -- what default settings achieve on tiny models (issue 3's first bar, in part) -----------------------
+# -- what default settings achieve on tiny models (issue 26's first bar) --------------------------------
 
 @pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2"])
-def test_ten_sequential_edits_are_recalled_with_default_settings(arch):
-    """10 edits one after another, default settings: every edit recalled (teacher-forced), and the
-    predictions on 50 unrelated prompts kept. Measured: Rel 1.00 and Loc .98 (one borderline prompt
-    of 50) on all three; without rehearsal Rel was .83-.95. The issue asks Loc >= .99: not met yet.
-    GPT-2 and GPT-J are left out: their random test beds cannot tell the edits apart (docs/wise.md)."""
+@pytest.mark.parametrize("vocabulary,seed", [("cities", 0), ("people", 1)])
+def test_ten_sequential_edits_are_recalled_with_default_settings(arch, vocabulary, seed):
+    """10 edits of a generated set one after another, default settings, everything measured through
+    plain forwards (no query mask, as any scoring pipeline runs them): every edit recalled
+    (teacher-forced) and the predictions on 50 unrelated prompts made of the edits' own words kept.
+    GPT-2 and GPT-J are measured by scripts/wise_edit_sets.py (docs/wise.md: their random test beds
+    do not carry the subject to the edited layer)."""
     from wiseedit.evaluation.metrics import agreement, argmax_predictions, token_accuracy
-    from wiseedit.testing.tiny_edits import ten_edits, unrelated_prompts
+    from wiseedit.testing.edit_sets import edit_set
 
     tok = tiny_tokenizer(vocab_size=1000)
-    edits = ten_edits()
-    unrelated = [(u, "x") for u in unrelated_prompts(50)]
-    model = tiny_model(arch, tok, ffn_mult=32)
-    before = argmax_predictions(model, tok, unrelated)
-    method = WiseMethod.create(model, tok)
-    method.apply(edits)
-    rel = token_accuracy(model, tok, [(e.prompt, e.target) for e in edits], method=method)
-    loc = agreement(before, argmax_predictions(model, tok, unrelated, method=method))
-    assert sum(rel) == len(edits)
-    assert sum(loc) >= 48
+    edits, unrelated = edit_set(seed, vocabulary)
+    probes = [(u, "x") for u in unrelated]
+    model = tiny_model(arch, tok, ffn_mult=16)
+    before = argmax_predictions(model, tok, probes)
+    WiseMethod.create(model, tok).apply(edits)
+    rel = token_accuracy(model, tok, [(e.prompt, e.target) for e in edits])
+    loc = agreement(before, argmax_predictions(model, tok, probes))
+    assert sum(rel) / len(rel) >= 0.99
+    assert sum(loc) / len(loc) >= 0.95
