@@ -26,7 +26,7 @@ def tok():
     return tiny_tokenizer(vocab_size=1000)
 
 
-def _edited(arch, tok, options, count=4, seed=1):
+def _edited(arch, tok, options, count=3, seed=1):
     edits, unrelated = edit_set(seed, "cities", count=count, unrelated=6)
     model = tiny_model(arch, tok, ffn_mult=16)
     method = WiseMethod.create(model, tok, dict(options))
@@ -53,7 +53,7 @@ def _prefill_then_decode(model, ids: torch.Tensor, split: int) -> torch.Tensor:
     ("qwen2", {"router": "norm", "pooling": "mean"}),   # the paper's score, running mean
 ])
 def test_single_forward_equals_prefill_and_decode(tok, arch, options):
-    model, method, edits, unrelated = _edited(arch, tok, options)
+    model, method, edits, unrelated = _edited(arch, tok, {"n_iter": 20, "num_templates": 2, **options})
     texts = [f"{e.prompt} {e.target}. {u}" for e, u in zip(edits, unrelated)]     # edits, then more text
     texts += [f"Yes. {edits[0].prompt} {edits[0].target}", unrelated[-1], f"{unrelated[-2]} {edits[1].prompt}"]
     routed = 0
