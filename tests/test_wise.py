@@ -228,25 +228,20 @@ def test_two_runs_equal_one_run(tok, cls, save_freq):
 def test_rehearsal_draws_the_current_shards_earlier_edits_and_is_saved(tok):
     method = WiseMethod.create(fresh("llama", tok), tok, {**FAST, "rehearse": 2, "save_freq": 3})
     method.apply(EDITS[:2])
-    drawn = method._rehearsed(EDITS[2:3])
+    drawn = method._rehearsed()
     assert sorted((e.prompt, e.target) for e in drawn) == sorted((e.prompt, e.target) for e in EDITS[:2])
-    # with room for one, the earlier edit whose key overlaps the new edit's most (the one it overwrites)
-    method.config.rehearse = 1
-    overlap = (method._keys([EDITS[2].prompt]) @ method.current.keys.t()).abs()[0]   # (2,)
-    assert [e.prompt for e in method._rehearsed(EDITS[2:3])] == [EDITS[int(overlap.argmax())].prompt]
-    method.config.rehearse = 2
     method.apply(EDITS[2:4])  # the first shard is stored after 3 edits; the 4th starts a new one
-    assert [(e.prompt, e.target) for e in method._rehearsed(EDITS[:1])] == [(EDITS[3].prompt, EDITS[3].target)]
+    assert [(e.prompt, e.target) for e in method._rehearsed()] == [(EDITS[3].prompt, EDITS[3].target)]
     restored = WiseMethod.restore(fresh("llama", tok), tok, roundtrip(method.state()))
     assert restored.pending[0].targets == [e.target for e in EDITS[:3]]
     assert restored.current.targets == [EDITS[3].target]
     old = roundtrip(method.state())  # a delta saved before rehearsal: its shard has prompts, no targets
     del old.config["current"]["targets"]
     continued = WiseMethod.restore(fresh("llama", tok), tok, old)
-    assert continued._rehearsed(EDITS[:1]) == []
+    assert continued._rehearsed() == []
     continued.apply([EDITS[0]])  # only the edit made since can be rehearsed, with its own target
-    assert [(e.prompt, e.target) for e in continued._rehearsed(EDITS[1:2])] == [(EDITS[0].prompt, EDITS[0].target)]
-    assert WiseMethod.create(fresh("llama", tok), tok, FAST).config.rehearse == 4  # the auto preset
+    assert [(e.prompt, e.target) for e in continued._rehearsed()] == [(EDITS[0].prompt, EDITS[0].target)]
+    assert WiseMethod.create(fresh("llama", tok), tok, FAST).config.rehearse == 10  # the auto preset
     reference = WiseMethod.create(fresh("llama", tok), tok, {**FAST, "preset": "reference"})
     assert reference.config.rehearse == 0  # the paper trains each edit alone
     for bad in (-1, 1.5, True):

@@ -123,7 +123,7 @@ class WiseMethod(EditingMethod):
         irrelevant = [irrelevant_row(e.irrelevant, cfg.seed, self.num_edits + i) for i, e in enumerate(edits)]
         irrelevant += self._replay_rows(len(edits))
         device = self.model.get_input_embeddings().weight.device
-        batch = build_batch(self.tokenizer, edits, self.templates, irrelevant, self._rehearsed(edits)).to(device)
+        batch = build_batch(self.tokenizer, edits, self.templates, irrelevant, self._rehearsed()).to(device)
         if self.scale is None:
             self.scale = self._measure_scale(batch)
         if self.layer.center is None:
@@ -152,25 +152,16 @@ class WiseMethod(EditingMethod):
                               mask_seed=shard_mask_seed(self.config.seed, self.num_shards))
         self.num_shards += 1
 
-    def _rehearsed(self, edits: list[EditRecord]) -> list[EditRecord]:
-        """Up to ``rehearse`` earlier edits of the current shard, trained again as plain rows (no
-        templates) so that a shard keeps its earlier edits while learning new ones: those whose keys are
-        closest to the new edits' (the edits a new one overwrites: a linear memory's response to an
-        input grows with its key's overlap with the trained one), else drawn from (seed, edit number)."""
+    def _rehearsed(self) -> list[EditRecord]:
+        """Up to ``rehearse`` earlier edits of the current shard, drawn from (seed, edit number): trained
+        again as plain rows (no templates) so that a shard keeps its earlier edits while learning new ones."""
         targets = self.current.targets
         if not self.config.rehearse or not targets:
             return []
         # targets belong to the last prompts: a shard begun before rehearsal existed has none for the rest
-        first = len(self.current.prompts) - len(targets)
-        prompts = self.current.prompts[first:]
-        count = min(self.config.rehearse, len(targets))
-        keys = self.current.keys
-        if keys is not None and len(keys) == len(self.current.prompts) and self.layer.center is not None:
-            overlap = (self._keys([e.prompt for e in edits]) @ keys[first:].t()).abs().amax(0)  # (len(targets),)
-            drawn = overlap.topk(count).indices.tolist()
-        else:
-            rng = random.Random(f"{self.config.seed}:rehearse:{self.num_edits}")
-            drawn = rng.sample(range(len(targets)), count)
+        prompts = self.current.prompts[len(self.current.prompts) - len(targets):]
+        rng = random.Random(f"{self.config.seed}:rehearse:{self.num_edits}")
+        drawn = rng.sample(range(len(targets)), min(self.config.rehearse, len(targets)))
         return [EditRecord(prompt=prompts[i], target=targets[i], id=f"rehearsed-{i}") for i in drawn]
 
     def _replay_rows(self, count: int) -> list[str]:
