@@ -12,7 +12,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 import torch
 
-import wiseedit.wise.side_memory as side_memory
 from wiseedit.edits.record import EditRecord
 from wiseedit.models.kv_cache import extends_cache
 from wiseedit.recipe.prefix import PromptInjector
@@ -60,20 +59,21 @@ def test_a_plain_forward_is_a_prefill(tok):
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
-def test_wise_routes_once_per_generate_call(arch, tok, monkeypatch):
+def test_wise_decode_steps_continue_each_rows_latch(arch, tok):
+    """WISE decides at every position from the tokens up to it (wiseedit.wise.routing): a decode step
+    must start from its row's latch, so what generate produces is what one forward over the prompt and
+    the generated tokens predicts at every generated position."""
     model = tiny_model(arch, tok, ffn_mult=16)
     method = WiseMethod.create(model, tok, {"n_iter": 5, "num_templates": 1})
     method.apply([EditRecord(prompt="The capital of Zorvia is", target="Paris", id="e0")])
-    decisions = []
-    scores = side_memory.routing_scores
-
-    def counting(*args, **kwargs):
-        decisions.append(1)
-        return scores(*args, **kwargs)
-
-    monkeypatch.setattr(side_memory, "routing_scores", counting)
-    _generate(model, tok, ["The capital of Zorvia is", "Music, art and science are"])
-    assert len(decisions) == 1  # the prefill; every decode step keeps its decision
+    out = _generate(model, tok, ["The capital of Zorvia is", "Music, art and science are"])  # (B, P + N)
+    assert method.layer.last_choice.tolist()[0] >= 0  # the edited row was routed through decoding
+    mask = (out != tok.pad_token_id).long()
+    positions = (mask.cumsum(1) - 1).clamp_min(0)  # left padding: positions as generate counts them
+    with torch.no_grad():
+        logits = model(input_ids=out, attention_mask=mask, position_ids=positions).logits  # (B, P + N, V)
+    predicted = logits[:, -NEW_TOKENS - 1:-1].argmax(-1)
+    assert torch.equal(predicted, out[:, -NEW_TOKENS:])
 
 
 def test_recipe_retrieves_once_per_generate_call_and_keeps_the_prefix(tok):

@@ -170,7 +170,7 @@ def test_routing_is_per_row_in_a_mixed_batch(edited, tok):
     model, method, _, _ = edited
     prompts = [EDITS[0].prompt, UNRELATED[0], EDITS[1].prompt, UNRELATED[1]]
     batch, enc = logits(model, tok, prompts)
-    chosen = method.routing.chosen.tolist()
+    chosen = method.layer.last_choice.tolist()
     assert chosen[1] == -1 and chosen[3] == -1 and chosen[0] >= 0 and chosen[2] >= 0
     for r, prompt in enumerate(prompts):
         alone, _ = logits(model, tok, [prompt])
@@ -242,7 +242,7 @@ def test_rehearsal_draws_the_current_shards_earlier_edits_and_is_saved(tok):
     assert continued._rehearsed() == []
     continued.apply([EDITS[0]])  # only the edit made since can be rehearsed, with its own target
     assert [(e.prompt, e.target) for e in continued._rehearsed()] == [(EDITS[0].prompt, EDITS[0].target)]
-    assert WiseMethod.create(fresh("llama", tok), tok, FAST).config.rehearse == 4  # the auto preset
+    assert WiseMethod.create(fresh("llama", tok), tok, FAST).config.rehearse == 10  # the auto preset
     reference = WiseMethod.create(fresh("llama", tok), tok, {**FAST, "preset": "reference"})
     assert reference.config.rehearse == 0  # the paper trains each edit alone
     for bad in (-1, 1.5, True):
@@ -319,7 +319,10 @@ def test_merge_pending_on_demand_includes_the_current_shard(tok):
 def test_modules_with_bias_and_conv1d(arch, tok):
     model = fresh(arch, tok)
     base, _ = logits(model, tok, UNRELATED)
-    method = WiseMethod.create(model, tok, FAST)
+    # a random GPT-J hardly carries context to the edited layer: the same word has cosine .8-.9 with an
+    # edit's key wherever it stands (docs/wise.md), so its unrelated prompts need a stricter key router
+    options = {**FAST, "key_threshold": 0.95} if arch == "gptj" else FAST
+    method = WiseMethod.create(model, tok, options)
     if arch == "gpt2":
         assert type(method.layer.base).__name__ == "Conv1D"
     assert method.layer.base.bias is not None
@@ -331,25 +334,26 @@ def test_modules_with_bias_and_conv1d(arch, tok):
     assert torch.equal(after, base)
 
 
-# -- what default settings achieve on tiny models (issue 3's first bar, in part) -----------------------
+# -- what default settings achieve on tiny models (issue 26's first bar) --------------------------------
 
 @pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2"])
-def test_ten_sequential_edits_are_recalled_with_default_settings(arch):
-    """10 edits one after another, default settings: every edit recalled (teacher-forced), and the
-    predictions on 50 unrelated prompts kept. Measured: Rel 1.00 and Loc .98 (one borderline prompt
-    of 50) on all three; without rehearsal Rel was .83-.95. The issue asks Loc >= .99: not met yet.
-    GPT-2 and GPT-J are left out: their random test beds cannot tell the edits apart (docs/wise.md)."""
+@pytest.mark.parametrize("vocabulary,seed", [("people", 0), ("things", 1)])
+def test_ten_sequential_edits_are_recalled_with_default_settings(arch, vocabulary, seed):
+    """10 edits of a generated set one after another, default settings, everything measured through
+    plain forwards (no query mask, as any scoring pipeline runs them): every edit recalled
+    (teacher-forced) and the predictions on 50 unrelated prompts made of the edits' own words kept.
+    GPT-2 and GPT-J are measured by scripts/wise_edit_sets.py (docs/wise.md: their random test beds
+    do not carry the subject to the edited layer)."""
     from wiseedit.evaluation.metrics import agreement, argmax_predictions, token_accuracy
-    from wiseedit.testing.tiny_edits import ten_edits, unrelated_prompts
+    from wiseedit.testing.edit_sets import edit_set
 
     tok = tiny_tokenizer(vocab_size=1000)
-    edits = ten_edits()
-    unrelated = [(u, "x") for u in unrelated_prompts(50)]
-    model = tiny_model(arch, tok, ffn_mult=32)
-    before = argmax_predictions(model, tok, unrelated)
-    method = WiseMethod.create(model, tok)
-    method.apply(edits)
-    rel = token_accuracy(model, tok, [(e.prompt, e.target) for e in edits], method=method)
-    loc = agreement(before, argmax_predictions(model, tok, unrelated, method=method))
-    assert sum(rel) == len(edits)
-    assert sum(loc) >= 48
+    edits, unrelated = edit_set(seed, vocabulary)
+    probes = [(u, "x") for u in unrelated]
+    model = tiny_model(arch, tok, ffn_mult=16)
+    before = argmax_predictions(model, tok, probes)
+    WiseMethod.create(model, tok).apply(edits)
+    rel = token_accuracy(model, tok, [(e.prompt, e.target) for e in edits])
+    loc = agreement(before, argmax_predictions(model, tok, probes))
+    assert sum(rel) / len(rel) >= 0.99
+    assert sum(loc) / len(loc) >= 0.95

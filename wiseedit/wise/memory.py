@@ -49,6 +49,7 @@ class Memory:
     mask_seed: int | None = None  # shards: the seed of their mask
     prompts: list[str] = field(default_factory=list)  # its edits' prompts, to re-threshold after a merge
     targets: list[str] = field(default_factory=list)  # shards: their edits' targets, to rehearse them
+    keys: torch.Tensor | None = None  # (len(prompts), in) float32: the key router's per-edit keys
 
     @property
     def threshold(self) -> float:
@@ -59,6 +60,11 @@ class Memory:
         meta = {"kind": self.kind, "min_score": self.min_score, "act_ratio": self.act_ratio,
                 "mask_seed": self.mask_seed, "prompts": self.prompts, "targets": self.targets}
         delta = self.delta.detach().float().cpu()
+        keys = {} if self.keys is None else {f"{prefix}.keys": self.keys.detach().float().cpu().contiguous()}
+        meta, tensors = self._saved_delta(meta, prefix, delta, mask_ratio)
+        return meta, {**tensors, **keys}
+
+    def _saved_delta(self, meta: dict, prefix: str, delta: torch.Tensor, mask_ratio: float):
         if self.kind == "shard":
             mask = shard_mask(self.mask_seed, delta.shape, mask_ratio, "cpu")
             return meta, {f"{prefix}.values": delta[mask].contiguous()}
@@ -82,6 +88,8 @@ class Memory:
             delta.view(-1)[tensors[f"{prefix}.indices"].long()] = values
         else:
             delta = values.reshape(shape).clone()
+        keys = tensors.get(f"{prefix}.keys")  # None in deltas saved before the key router
         return cls(delta=delta.to(device), min_score=meta["min_score"], act_ratio=meta["act_ratio"],
                    kind=meta["kind"], mask_seed=meta["mask_seed"], prompts=list(meta["prompts"]),
-                   targets=list(meta.get("targets", [])))  # deltas saved before rehearsal have none
+                   targets=list(meta.get("targets", [])),  # deltas saved before rehearsal have none
+                   keys=None if keys is None else keys.float().to(device))

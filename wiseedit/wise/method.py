@@ -28,7 +28,7 @@ from wiseedit.data.irrelevant import default_pool
 from wiseedit.wise.irrelevant import irrelevant_row
 from wiseedit.wise.memory import Memory, merge_seed, shard_mask, shard_mask_seed
 from wiseedit.wise.merging import merge
-from wiseedit.wise.routing import RoutingState, install_routing_hook
+from wiseedit.wise.routing import install_call_hook
 from wiseedit.wise.side_memory import SideMemoryLayer
 from wiseedit.wise.templates import generate_templates
 from wiseedit.wise.trainer import Hyper, ShardTrainer
@@ -55,14 +55,13 @@ class WiseMethod(EditingMethod):
         self.merged: list[Memory] = []  # WISE-Merge: at most one; WISE-Retrieve: one per merge
         self.pending: list[Memory] = []
         self.current: Memory | None = None
-        self.routing = RoutingState()
         self._input_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # prompt -> inputs, mask
         base = get_weight_module(model, module_path)
-        self.layer = SideMemoryLayer(base, self.routing)
-        self.layer.pooling = config.pooling or "mean"  # deltas saved before the option: mean
+        # deltas saved before these options: the paper's router, mean pooling
+        self.layer = SideMemoryLayer(base, config.router or "norm", config.key_threshold or 1.0)
+        self.layer.pooling = config.pooling or "mean"
         set_module(model, module_path, self.layer)
-        self._hook = install_routing_hook(model, self.routing, lambda: self._query_mask,
-                                          special_ids=tokenizer.all_special_ids)
+        self._hook = install_call_hook(model.base_model, self.layer, special_ids=tokenizer.all_special_ids)
         self.decoder_layers, self.layer_index = decoder_layers_of(model, module_path)
 
     # -- construction -------------------------------------------------------------------------------
@@ -92,6 +91,9 @@ class WiseMethod(EditingMethod):
         method.merged = [load(m, f"merged.{i}") for i, m in enumerate(s["merged"])]
         method.pending = [load(m, f"pending.{i}") for i, m in enumerate(s["pending"])]
         method.current = load(s["current"], "current") if s["current"] else None
+        for memory in method.merged + method.pending + ([method.current] if method.current else []):
+            if memory.keys is None and memory.prompts and method.layer.center is not None:
+                memory.keys = method._keys(memory.prompts)  # saved before the key router
         method._sync()
         return method
 
@@ -129,6 +131,7 @@ class WiseMethod(EditingMethod):
         self.current.delta = result.delta
         self.current.prompts.extend(e.prompt for e in edits)
         self.current.targets.extend(e.target for e in edits)
+        self.current.keys = _rows(self.current.keys, self._keys([e.prompt for e in edits]))
         self.current.min_score = self._min_score(self.current.delta, self.current.prompts)
         self.num_edits += len(edits)
         if self.num_edits % cfg.save_freq == 0:
@@ -232,8 +235,11 @@ class WiseMethod(EditingMethod):
         delta = merge(algorithm or cfg.merge_algorithm, [p.delta for p in parts], weights, cfg.density,
                       seed=merge_seed(cfg.seed, self.num_shards))
         prompts = [p for part in parts for p in part.prompts]
+        keys = None
+        for part in parts:
+            keys = _rows(keys, part.keys)
         merged = Memory(delta=delta, min_score=self._min_score(delta, prompts), act_ratio=cfg.act_ratio,
-                        kind="merged", prompts=prompts)
+                        kind="merged", prompts=prompts, keys=keys)
         self.merged = self.merged + [merged] if cfg.retrieve else [merged]
         self.pending = []
         self._sync()
@@ -245,6 +251,16 @@ class WiseMethod(EditingMethod):
         changes, so a later edit that lowers an earlier edit's score cannot silently drop it."""
         return min(self.layer.scores(self.layer.delta_out(h, delta), delta, mask).min().item()
                    for h, mask in self._prompt_inputs(prompts))
+
+    def _keys(self, prompts: list[str]) -> torch.Tensor:
+        """The key router's keys (len(prompts), in): each prompt's centred, unit-length module input at
+        its last routing token, the prompt alone as the user sends it (one prompt per forward)."""
+        keys = []
+        for h, mask in self._prompt_inputs(prompts):                        # (B, T, in), (B, T)
+            positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+            last = positions.masked_fill(~mask.bool(), -1).amax(1).clamp_min(0)  # (B,)
+            keys.append(self.layer.key_of(h[torch.arange(h.shape[0], device=h.device), last.to(h.device)]))
+        return torch.cat(keys)
 
     def _prompt_inputs(self, prompts: list[str], chunk: int = 64):
         """(module input (B, T, in), routing mask (B, T)) for `prompts`, in chunks; cached per prompt
@@ -314,13 +330,20 @@ class WiseRetrieveMethod(WiseMethod):
     retrieve = True
 
 
+def _rows(first: torch.Tensor | None, more: torch.Tensor | None) -> torch.Tensor | None:
+    """`first` and `more` stacked along rows, either may be None."""
+    if first is None or more is None:
+        return more if first is None else first
+    return torch.cat([first, more.to(first.device)])
+
+
 def _resolved(config: WiseConfig, model_config) -> WiseConfig:
     """Fill the fields left None from the chosen preset."""
     if config.preset == "auto":
         defaults = AUTO_DEFAULTS
     else:
         ref = preset_for(model_config).wise
-        defaults = {"pooling": "mean", "act_ratio": ref.act_ratio, "n_iter": ref.n_iter, "lr": 1.0,
+        defaults = {"router": "norm", "key_threshold": 1.0, "pooling": "mean", "act_ratio": ref.act_ratio, "n_iter": ref.n_iter, "lr": 1.0,
                     "alpha": ref.alpha, "beta": ref.beta, "gamma": ref.gamma, "rehearse": 0}
     values = config.to_dict()
     for key, value in defaults.items():

@@ -14,10 +14,21 @@ matters: FFN inputs share a large common component (about 70% of their norm afte
 a side memory that reacts to it reacts to every input; what every input shares says nothing about
 which input was edited.
 
-Decisions are per row of the batch, from the prompt only (padding and, inside
-``EditingMethod.query_tokens``, answer tokens masked out), made at prefill and kept for the tokens
-``generate`` adds with a KV cache: see :mod:`wiseedit.wise.routing`. A row that no memory claims gets
-exactly the main memory's output, so unrelated inputs are bit-identical to the base model.
+Routers (``router`` of :class:`~wiseedit.wise.config.WiseConfig`), each deciding per position t from
+the layer's input there:
+
+- ``"norm"``, the paper's: memory m fires at t when its score reaches its threshold (act_ratio x the
+  lowest score of its edits); with pooling "last" the score is d_t, with "mean" the running mean of d
+  over the row's routable positions up to t (running max beyond 100 of them);
+- ``"key"``: each memory keeps one key per edit, the centred module input at the edit prompt's last
+  token, unit length; memory m fires at t when the cosine of the centred input at t with one of its
+  keys reaches ``key_threshold``. A per-edit matched filter, so a neighbour is judged against each
+  edit alone, not against the sum of every edit a memory holds (docs/wise.md measures why that
+  matters).
+
+Where several fire, the one with the highest score wins; the decision is then latched causally for the
+rest of the row (:mod:`wiseedit.wise.routing`). A row that no memory claims gets exactly the main
+memory's output, so unrelated inputs are bit-identical to the base model.
 """
 
 from __future__ import annotations
@@ -30,7 +41,7 @@ from torch import nn
 
 from wiseedit.models.modules import is_conv1d
 from wiseedit.wise.memory import Memory
-from wiseedit.wise.routing import RoutingState
+from wiseedit.wise.routing import CallInfo, latch
 
 LONG_SEQUENCE = 100  # routing tokens beyond which the max, not the mean, of the distances is the score
 
@@ -54,13 +65,16 @@ def routing_scores(delta_out: torch.Tensor, token_mask: torch.Tensor | None, poo
 class SideMemoryLayer(nn.Module):
     """Wraps the edited module (``nn.Linear`` or ``Conv1D``; bias kept) with side memories."""
 
-    def __init__(self, base: nn.Module, routing: RoutingState):
+    def __init__(self, base: nn.Module, router: str = "norm", key_threshold: float = 1.0):
         super().__init__()
         self.base = base
-        self.routing = routing
         self.memories: list[Memory] = []
         self.center: torch.Tensor | None = None  # (in,) mean input on neutral text; None: not centred
         self.pooling = "mean"
+        self.router = router
+        self.key_threshold = key_threshold
+        self.call = CallInfo()              # set before each model call by routing.install_call_hook
+        self._carry: dict[str, torch.Tensor] = {}  # per-row state at the end of the last call (see _route)
         self._train_delta: torch.Tensor | None = None
 
     @property
@@ -79,6 +93,19 @@ class SideMemoryLayer(nn.Module):
             delta_out = delta_out - self.delta_out(self.center, delta)
         return routing_scores(delta_out, token_mask, self.pooling)
 
+    def key_of(self, x: torch.Tensor) -> torch.Tensor:
+        """Unit-length centred inputs (..., in) float32: what the key router compares."""
+        x = x.float()
+        if self.center is not None:
+            x = x - self.center
+        return torch.nn.functional.normalize(x, dim=-1)
+
+    @property
+    def last_choice(self) -> torch.Tensor | None:
+        """(B,) the memory each row of the last call used at its last position (-1: main); None
+        before any routed call."""
+        return self._carry.get("latch")
+
     @contextmanager
     def training_delta(self, delta: torch.Tensor) -> Iterator[None]:
         """While training a shard: every row goes through the side memory ``W_main + delta``."""
@@ -94,26 +121,56 @@ class SideMemoryLayer(nn.Module):
             return out + self.delta_out(x, self._train_delta).to(out.dtype)
         if not self.memories:
             return out
-        extra = [self.delta_out(x, m.delta) for m in self.memories]        # M x (B, T, out)
-        chosen = self._decide(extra, x.shape[0])                            # (B,) memory index or -1
+        extra = torch.stack([self.delta_out(x, m.delta) for m in self.memories])  # (M, B, T, out)
+        chosen = self._route(x, extra)                                      # (B, T) memory index or -1
         if bool((chosen < 0).all()):
             return out
-        picked = torch.stack(extra).gather(                                 # (B, T, out)
-            0, chosen.clamp_min(0).view(1, -1, 1, 1).expand(1, *extra[0].shape)).squeeze(0)
-        routed = (chosen >= 0).view(-1, 1, 1)
-        return torch.where(routed, out + picked.to(out.dtype), out)
+        picked = extra.gather(0, chosen.clamp_min(0)[None, :, :, None].expand(1, *extra.shape[1:])).squeeze(0)
+        return torch.where((chosen >= 0)[..., None], out + picked.to(out.dtype), out)
 
-    def _decide(self, extra: list[torch.Tensor], batch: int) -> torch.Tensor:
-        state = self.routing
-        if state.decoding and state.chosen is not None and state.chosen.shape[0] == batch:
-            return state.chosen  # keep the prefill's decision for generated tokens
-        mask = state.token_mask
-        if mask is not None and tuple(mask.shape) != tuple(extra[0].shape[:2]):
-            mask = None  # called outside a routed model forward: look at every token
-        scores = torch.stack([self.scores(e, m.delta, mask) for e, m in zip(extra, self.memories)], 1)  # (B, M)
-        thresholds = torch.tensor([m.threshold for m in self.memories], device=scores.device)
-        passing = scores >= thresholds
-        best = scores.masked_fill(~passing, float("-inf")).argmax(1)
-        chosen = torch.where(passing.any(1), best, torch.full_like(best, -1))
-        state.chosen = chosen
+    def _route(self, x: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        """The memory each position uses (B, T), -1 for the main memory (module docstring)."""
+        B, T = x.shape[:2]
+        routable = self.call.routable
+        if routable is None or tuple(routable.shape) != (B, T):
+            routable = torch.ones(B, T, dtype=torch.bool, device=x.device)  # called outside a hooked forward
+        routable = routable.to(x.device)
+        carry = self._carry if self.call.continues and self._carry.get("latch", torch.empty(0)).shape[:1] == (B,) \
+            else {}
+        if self.router == "key":
+            score = torch.stack([(self.key_of(x) @ m.keys.t().to(x.device)).amax(-1) if m.keys is not None
+                                 else torch.full((B, T), -2.0, device=x.device) for m in self.memories], -1)
+            threshold = torch.full((len(self.memories),), self.key_threshold, device=x.device)
+        else:
+            score, carry_sums = self._norm_scores(extra, routable, carry)
+        score = score.masked_fill(~routable[..., None], float("-inf"))    # (B, T, M)
+        if self.router != "key":
+            threshold = torch.tensor([m.threshold for m in self.memories], device=x.device)
+        passing = score >= threshold
+        fires = passing.any(-1)                                            # (B, T)
+        choice = score.masked_fill(~passing, float("-inf")).argmax(-1)     # (B, T)
+        start = carry.get("latch", torch.full((B,), -1, dtype=torch.long, device=x.device))
+        chosen = latch(fires, choice, start.to(x.device))
+        self._carry = {"latch": chosen[:, -1]}
+        if self.router != "key":
+            self._carry.update(carry_sums)
         return chosen
+
+    def _norm_scores(self, extra: torch.Tensor, routable: torch.Tensor, carry: dict):
+        """The paper's scores at every position (B, T, M), running over the row for pooling "mean",
+        and the running sums to carry to the next call of a generation."""
+        if self.center is not None:
+            extra = extra - torch.stack([self.delta_out(self.center, m.delta) for m in self.memories])[:, None, None]
+        dist = extra.norm(dim=-1).permute(1, 2, 0)                         # (B, T, M)
+        if self.pooling == "last":
+            return dist, {}
+        M = dist.shape[-1]
+        B = dist.shape[0]
+        zeros = dist.new_zeros(B, M)
+        weight = routable[..., None].to(dist.dtype)
+        sums = carry.get("sum", zeros)[:, None] + (dist * weight).cumsum(1)                # (B, T, M)
+        counts = carry.get("count", zeros[:, :1])[:, None] + weight.cumsum(1)               # (B, T, 1)
+        peaks = torch.maximum(carry.get("peak", zeros - float("inf"))[:, None],
+                              dist.masked_fill(weight == 0, float("-inf")).cummax(1).values)
+        score = torch.where(counts > LONG_SEQUENCE, peaks, sums / counts.clamp_min(1))
+        return score, {"sum": sums[:, -1], "count": counts[:, -1], "peak": peaks[:, -1]}
