@@ -322,7 +322,7 @@ def test_results_record_every_resolved_setting_of_each_method(run, model_dir, su
     recorded = config["options"][method]
     assert config["options_given"] == {method: given}
 
-    from wiseedit.methods.registry import method_class
+    from wiseedit.registry import method_class
     from wiseedit.models import load_base
 
     base = load_base(str(model_dir), device="cpu")
