@@ -102,7 +102,7 @@ def _stack(tok, arch, module=None):
     batch = build_batch(tok, EDITS[:1], method.templates, ["Unrelated words here"])
     rows, cols = (batch.labels != -100).nonzero(as_tuple=True)
     return upper_stack.UpperStack.verified(model, method.decoder_layers, method.layer_index, method.layer,
-                                           batch, rows, cols - 1, method.layer.main_weight)
+                                           batch, rows, cols - 1, method.layer.main_weight)[0]
 
 
 @pytest.mark.parametrize("arch,module,expected", [
@@ -121,6 +121,23 @@ def test_a_top_layer_that_disagrees_is_not_used(tok, monkeypatch):
     monkeypatch.setattr(upper_stack, "top_layer_at", lambda *a: right(*a) + 1e-2)
     stack = _stack(tok, "llama")
     assert (stack.shortcut, stack.top_subset) == (False, False)
+
+
+def test_the_fast_path_is_checked_once_per_method(tok, monkeypatch):
+    """Which shortcuts hold is the architecture's property: the first edit checks them against the
+    model, later edits reuse the answer (the check is a full forward and up to two fast ones)."""
+    model = tiny_model("llama", tok, ffn_mult=8)
+    method = WiseMethod.create(model, tok, {"num_templates": 1, "n_iter": 3})
+    seen, verified = [], upper_stack.UpperStack.verified.__func__
+
+    def spy(cls, *args, **kwargs):
+        seen.append(args[-1] if len(args) > 8 else kwargs.get("known", "unknown"))
+        return verified(cls, *args, **kwargs)
+
+    monkeypatch.setattr(upper_stack.UpperStack, "verified", classmethod(spy))
+    for edit in EDITS[:3]:
+        method.apply([edit])
+    assert seen == ["unknown", (True, True), (True, True)]
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])

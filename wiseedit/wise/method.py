@@ -63,6 +63,7 @@ class WiseMethod(EditingMethod):
         set_module(model, module_path, self.layer)
         self._hook = install_call_hook(model.base_model, self.layer, special_ids=tokenizer.all_special_ids)
         self.decoder_layers, self.layer_index = decoder_layers_of(model, module_path)
+        self._trainer: ShardTrainer | None = None  # made at the first edit
 
     # -- construction -------------------------------------------------------------------------------
 
@@ -126,8 +127,9 @@ class WiseMethod(EditingMethod):
             self.layer.center = self._measure_center()
         mask = shard_mask(self.current.mask_seed, self.current.delta.shape, cfg.mask_ratio,
                           self.current.delta.device)
-        trainer = ShardTrainer(self.model, self.layer, self.decoder_layers, self.layer_index)
-        result = trainer.train(batch, self.current.delta, mask, self._hyper(), cached=cfg.cache_activations)
+        if self._trainer is None:  # one per method: it keeps which fast path this model allows
+            self._trainer = ShardTrainer(self.model, self.layer, self.decoder_layers, self.layer_index)
+        result = self._trainer.train(batch, self.current.delta, mask, self._hyper(), cached=cfg.cache_activations)
         self.current.delta = result.delta
         self.current.prompts.extend(e.prompt for e in edits)
         self.current.targets.extend(e.target for e in edits)

@@ -79,6 +79,7 @@ class ShardTrainer:
         self.layer = layer
         self.decoder_layers = decoder_layers
         self.layer_index = layer_index
+        self.fast_path: tuple[bool, bool] | None | str = "unknown"  # verified once, kept for later edits
 
     def _logits_at_targets(self, batch: EditBatch, cached: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (N, V) at the positions that predict the N target tokens, and those tokens."""
@@ -107,8 +108,9 @@ class ShardTrainer:
         if cached:
             rows, cols = (batch.labels != -100).nonzero(as_tuple=True)
             with frozen(self.model):
-                stack = UpperStack.verified(self.model, self.decoder_layers, self.layer_index, self.layer,
-                                            batch, rows, cols - 1, self.layer.main_weight)
+                stack, self.fast_path = UpperStack.verified(self.model, self.decoder_layers, self.layer_index,
+                                                            self.layer, batch, rows, cols - 1,
+                                                            self.layer.main_weight, self.fast_path)
         if stack is not None:
             targets = batch.labels[rows, cols]                                  # (N,)
             head = self.model.get_output_embeddings()

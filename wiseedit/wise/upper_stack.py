@@ -172,15 +172,25 @@ class UpperStack:
         return rec.final_norm(top)
 
     @classmethod
-    def verified(cls, model, layers, index: int, side, batch, rows, cols, main_weight: torch.Tensor):
-        """The fastest configuration whose final hidden states agree with the model's own forward
-        under a random delta, or None (then the trainer uses the activation replay)."""
+    def verified(cls, model, layers, index: int, side, batch, rows, cols, main_weight: torch.Tensor,
+                 known: tuple[bool, bool] | None | str = "unknown"):
+        """``(stack, configuration)``: the fastest configuration ``(shortcut, top_subset)`` whose final
+        hidden states agree with the model's own forward under a random delta, and the stack built with
+        it; ``(None, None)`` when none does (then the trainer uses the activation replay).
+
+        `known`: the configuration an earlier batch of the same model and layer verified (None: none
+        did). Which shortcuts hold is a property of the architecture, not of the batch, so the check
+        (a full forward and up to two fast ones) runs once per method, not once per edit."""
+        if known is None:
+            return None, None
         try:
             rec = record_upper(model, layers, index, side, batch)
         except _NOT_APPLICABLE:
-            return None
+            return None, None
         if rec.final_norm is None:
-            return None
+            return None, None
+        if known != "unknown":
+            return cls(rec, layers, index, side, batch, rows, cols, *known), known
         gen = torch.Generator(device="cpu").manual_seed(0)
         probe = (torch.randn(main_weight.shape, generator=gen) * main_weight.float().std().item())
         # a Parameter, as the trainer's delta: the side layer registers what it is given as one
@@ -190,7 +200,7 @@ class UpperStack:
                 full = model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                                         use_cache=False).last_hidden_state[rows, cols].float()  # (N, d)
             if not bool(torch.isfinite(full).all()):
-                return None
+                return None, None
             # rounding only: 1e-4 of the largest entry in float32, 8 ulps in half precision
             tol = max(1e-4, 8 * torch.finfo(rec.base_out.dtype).eps) * full.abs().max().item()
             for shortcut, top_subset in ((True, True), (False, False)):
@@ -203,5 +213,5 @@ class UpperStack:
                 except _NOT_APPLICABLE:  # a layer that cannot be called this way: the next configuration
                     continue
                 if fast.shape == full.shape and (fast - full).abs().max().item() <= tol:
-                    return stack
-        return None
+                    return stack, (shortcut, top_subset)
+        return None, None
