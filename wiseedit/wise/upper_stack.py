@@ -15,8 +15,8 @@ tokens at every step. One no-grad forward per edit (:func:`record_upper`) keeps:
   positions whose logits the loss reads (keys and values at every position): the head and the top
   layer's MLP cost a few positions, not the whole batch.
 
-Every shortcut is checked once per edit against the model's own forward with a random delta
-(:meth:`UpperStack.verified`); a configuration that disagrees beyond float tolerance is not used,
+Every shortcut is checked once per method (at its first edit) against the model's own forward with
+a random delta (:meth:`UpperStack.verified`); a configuration that disagrees beyond float tolerance is not used,
 and the trainer falls back to running the layers above in full, then to the activation replay of
 :mod:`wiseedit.wise.activation_cache`. The result agrees with the full forward to float tolerance
 (not bit for bit: the additions are ordered differently).
