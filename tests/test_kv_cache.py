@@ -16,6 +16,7 @@ from wiseedit.edits.record import EditRecord
 from wiseedit.models.kv_cache import extends_cache
 from wiseedit.recipe.prefix import PromptInjector
 from wiseedit.testing import tiny_model, tiny_tokenizer
+from wiseedit.testing.generation import greedy_left_padded
 from wiseedit.wise.method import WiseMethod
 
 ARCHS = ("llama", "mistral", "qwen2", "gpt2", "gptj")
@@ -28,14 +29,7 @@ def tok():
 
 
 def _generate(model, tok, prompts, **kw):
-    tok.padding_side = "left"
-    try:
-        enc = tok(prompts, return_tensors="pt", padding=True)
-    finally:
-        tok.padding_side = "right"
-    with torch.no_grad():
-        return model.generate(**enc, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False,
-                              pad_token_id=tok.pad_token_id, **kw)
+    return greedy_left_padded(model, tok, prompts, NEW_TOKENS, **kw)
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -11,6 +11,7 @@ from wiseedit.edits.record import EditRecord
 from wiseedit.errors import BadInputError
 from wiseedit.methods.base import MethodState
 from wiseedit.testing import tiny_model, tiny_tokenizer
+from wiseedit.testing.generation import greedy_left_padded
 from wiseedit.tokens import encode_pairs
 from wiseedit.wise.memory import Memory, shard_mask
 from wiseedit.wise.merging import dare, linear, ties
@@ -45,15 +46,8 @@ def logits(model, tok, prompts, method=None):
 
 def greedy(model, tok, prompts, n=4):
     """Left-padded batched greedy generation: the new tokens of each row."""
-    tok.padding_side = "left"
-    try:
-        enc = tok(prompts, return_tensors="pt", padding=True)
-    finally:
-        tok.padding_side = "right"
-    with torch.no_grad():
-        out = model.generate(**enc, max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                             pad_token_id=tok.pad_token_id)
-    return out[:, enc["input_ids"].shape[1]:]
+    out = greedy_left_padded(model, tok, prompts, n)
+    return out[:, out.shape[1] - n:]
 
 
 def roundtrip(state: MethodState) -> MethodState:
