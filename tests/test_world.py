@@ -3,6 +3,8 @@
 import json
 import os
 
+import pytest
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -79,20 +81,32 @@ def test_object_variants_edit_each_fact_to_distinct_objects_of_its_type():
     assert [v.id for v in variants[:50]] != [v.id for v in sorted(variants, key=lambda v: v.id)[:50]]  # shuffled
 
 
-def test_shipped_model_loads_offline_and_knows_the_world():
+@pytest.mark.parametrize("alias, offset", [("world", 0), ("world-xl", 7)])
+def test_shipped_model_loads_offline_and_knows_the_world(alias, offset, monkeypatch):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from wiseedit.models import load_base, resolve_model
     from wiseedit.world.recall import recall_by_phrasing
 
-    source = resolve_model("world")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    source = resolve_model(alias)
     assert source.builtin and (source.path / "model.safetensors").stat().st_size < 25 * 2**20
     AutoTokenizer.from_pretrained(source.path)
     AutoModelForCausalLM.from_pretrained(source.path)
-    loaded = load_base("world", device="cpu")
+    loaded = load_base(alias, device="cpu")
     world = build_world()
-    report = recall_by_phrasing(loaded.model, loaded.tokenizer, world, subjects=world.entities[::20])
+    # a sample of 20 people (each model its own), every relation and phrasing
+    report = recall_by_phrasing(loaded.model, loaded.tokenizer, world, subjects=world.entities[offset::20])
     assert report["min"] >= 0.95, report
+    shipped = json.loads((source.path / "recall.json").read_text())
+    assert shipped["min"] >= 0.99, shipped
+
+
+def test_both_world_models_read_the_same_tokens():
+    from wiseedit.models.aliases import builtin_path
+
+    assert (builtin_path("world") / "tokenizer.json").read_bytes() == \
+        (builtin_path("world-xl") / "tokenizer.json").read_bytes()
 
 
 def test_world_export_into_a_closed_pipe_ends_quietly():

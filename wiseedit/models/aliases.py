@@ -25,6 +25,7 @@ HUB_ALIASES: Mapping[str, str] = MappingProxyType({
 
 BUILTIN_ALIASES: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "world": ("world", "assets", "model"),
+    "world-xl": ("world", "assets", "model-xl"),
 })
 """Alias -> folder of a built-in model, relative to the ``wiseedit`` package (a Hugging Face folder)."""
 
