@@ -162,7 +162,8 @@ def saved(delta: Path) -> tuple[dict, dict]:
     """(method_state, tensors) of a delta directory."""
     from safetensors.torch import load_file
 
-    return json.loads((delta / "wiseedit_config.json").read_text())["method_state"], load_file(delta / "delta.safetensors")
+    state = json.loads((delta / "wiseedit_config.json").read_text())["method_state"]
+    return state, load_file(delta / "delta.safetensors")
 
 
 def assert_same(a: Path, b: Path) -> None:
