@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -74,9 +75,11 @@ def test_round_trip_is_bit_identical(tmp_path):
     text = (tmp_path / "d" / "wiseedit_config.json").read_text()
     assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"
     assert set(loaded.config["versions"]) == {"wiseedit", "torch", "transformers", "safetensors"}
-    assert loaded.config["created"].endswith("Z") and loaded.config["format_version"] == 2
+    assert loaded.config["created"].endswith("Z") and loaded.config["format_version"] == 3
+    log = (tmp_path / "d" / "edits.jsonl").read_bytes()
+    assert loaded.config["edits_sha256"] == "sha256:" + hashlib.sha256(log).hexdigest()
     with safe_open(str(tmp_path / "d" / "delta.safetensors"), framework="pt") as handle:
-        assert handle.metadata() == {"format": "pt", "wiseedit_format_version": "2", "method": "wise"}
+        assert handle.metadata() == {"format": "pt", "wiseedit_format_version": "3", "method": "wise"}
 
 
 def test_no_tensors_still_writes_a_loadable_file(tmp_path):
@@ -100,6 +103,8 @@ def test_appending_keeps_old_log_lines_byte_for_byte(tmp_path):
     assert now.edits_log[2]["prompt"] == new_edits[0]["prompt"]
     assert now.edits_log[:2] == first.edits_log and now.num_edits == 3
     assert now.config["created"] == first.config["created"]
+    assert now.config["edits_sha256"] == "sha256:" + hashlib.sha256((path / "edits.jsonl").read_bytes()).hexdigest()
+    assert now.config["edits_sha256"] != first.config["edits_sha256"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
 
 
@@ -177,7 +182,7 @@ def _missing_keys(d: Path) -> str:
 
 def _newer_format(d: Path) -> str:
     config = json.loads((d / "wiseedit_config.json").read_text())
-    config["format_version"] = 3
+    config["format_version"] = 4
     (d / "wiseedit_config.json").write_text(json.dumps(config))
     return "wiseedit_config.json"
 
@@ -201,6 +206,27 @@ def _bad_seq(d: Path) -> str:
     return "edits.jsonl:2"
 
 
+def _changed_log(d: Path) -> str:
+    """A log line still valid JSON, with its seq in place, but another edit than the one saved."""
+    text = (d / "edits.jsonl").read_text()
+    (d / "edits.jsonl").write_text(text.replace("The capital of e2", "The capital of e9"))
+    return "edits.jsonl"
+
+
+def _swapped_log(d: Path) -> str:
+    """The log of another delta with the same number of edits."""
+    _save(d.parent / "other", edits=("x1", "x2"))
+    (d / "edits.jsonl").write_bytes((d.parent / "other" / "edits.jsonl").read_bytes())
+    return "edits.jsonl"
+
+
+def _no_log_digest(d: Path) -> str:
+    config = json.loads((d / "wiseedit_config.json").read_text())
+    del config["edits_sha256"]
+    (d / "wiseedit_config.json").write_text(json.dumps(config))
+    return "wiseedit_config.json"
+
+
 @pytest.mark.parametrize(
     "damage, expected",
     [
@@ -210,6 +236,9 @@ def _bad_seq(d: Path) -> str:
         (_truncated_tensors, "not a readable safetensors file"),
         (_pickle_only, "never loads"),
         (_bad_seq, "seq should be 2"),
+        (_changed_log, "is not the edit log"),
+        (_swapped_log, "is not the edit log"),
+        (_no_log_digest, "edits_sha256 should look like"),
     ],
 )
 def test_damaged_delta_gives_one_sentence_naming_the_file(tmp_path, damage, expected):

@@ -9,6 +9,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 import wiseedit
 from wiseedit.chat import ChatFormat
@@ -78,6 +79,27 @@ def test_edit_through_the_template_is_recorded_and_recalled_from_the_raw_prompt(
     rendered = [edited.chat.prompt(edited.tokenizer, e.prompt) for e in EDITS]
     assert complete(edited.model, edited.tokenizer, rendered, 1, method=edited.method) == outputs
     assert edited.describe()["chat_template"]["template"] == TEMPLATES[name]
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+def test_a_wise_delta_made_through_a_template_reads_its_edits_back_as_it_was_taught_them(saved_tiny_models, tmp_path,
+                                                                                       name):
+    from safetensors.torch import load_file
+
+    folder = with_template(saved_tiny_models[0], tmp_path / "chat", TEMPLATES[name])
+    options = {"n_iter": 2, "num_templates": 0, "save_freq": 2, "merge_freq": 4}
+    wiseedit.edit(str(folder), EDITS, method="wise", options=options, out=tmp_path / "one", device="cpu")
+    wiseedit.edit(str(folder), EDITS[:1], method="wise", options=options, out=tmp_path / "two", device="cpu")
+    # the second edit rehearses the first, whose target the restored shard read back from the log
+    two = wiseedit.edit(None, EDITS[1:], delta=tmp_path / "two", device="cpu")
+    states = [json.loads((tmp_path / d / "wiseedit_config.json").read_text())["method_state"] for d in ("one", "two")]
+    assert states[0] == states[1]
+    tensors = [load_file(tmp_path / d / "delta.safetensors") for d in ("one", "two")]
+    assert all(torch.equal(tensors[0][k], tensors[1][k]) for k in tensors[0]) and tensors[0].keys() == tensors[1].keys()
+    restored = wiseedit.load_edited(None, tmp_path / "two", device="cpu").method
+    rendered = [two.edited.chat.prompt(two.edited.tokenizer, e.prompt) for e in EDITS]
+    assert restored.pending[0].prompts == rendered != [e.prompt for e in EDITS]
+    assert restored.pending[0].targets == [e.target for e in EDITS]
 
 
 def test_none_keeps_raw_prompts_and_a_continued_delta_keeps_its_choice(saved_tiny_models, tmp_path):

@@ -50,12 +50,26 @@ def greedy(model, tok, prompts, n=4):
     return out[:, out.shape[1] - n:]
 
 
-def roundtrip(state: MethodState) -> MethodState:
-    """Through JSON and a CPU copy, as a delta directory stores it."""
+def roundtrip(state: MethodState, edits=EDITS) -> MethodState:
+    """Through JSON and a CPU copy, as a delta directory stores it, with the edits of its log (the first
+    `num_edits` of `edits`) given back as a delta gives them."""
     import json
 
     return MethodState(json.loads(json.dumps(state.config)), {k: v.clone() for k, v in state.tensors.items()},
-                       settings=json.loads(json.dumps(state.settings)))
+                       settings=json.loads(json.dumps(state.settings)), edits=list(edits[:state.config["num_edits"]]))
+
+
+def as_version_1(state: MethodState) -> MethodState:
+    """`state` as WISE saved it before memories named their edits by position: each memory's entry
+    carries its prompts, and a shard's its targets; no edits are given with it."""
+    config = {**state.config, "state_version": 1}
+    for key in ("merged", "pending", "current"):
+        entries = config[key] if key != "current" else ([config[key]] if config[key] else [])
+        for entry in entries:
+            start, stop = entry.pop("edits")
+            entry["prompts"] = [e.prompt for e in state.edits[start:stop]]
+            entry["targets"] = [e.target for e in state.edits[start:stop]] if entry["kind"] == "shard" else []
+    return MethodState(config, state.tensors, settings=state.settings)
 
 
 @pytest.fixture(scope="module")
@@ -136,8 +150,9 @@ def test_shard_is_saved_as_masked_values_and_restored_exactly():
     meta, tensors = memory.to_saved("m", 0.2)
     assert tensors["m.values"].numel() == int(mask.sum())
     assert tensors["m.values"].numel() <= 0.3 * delta.numel()
-    back = Memory.from_saved(meta, tensors, "m", torch.Size(shape), 0.2, "cpu")
-    assert torch.equal(back.delta, delta)
+    assert "prompts" not in meta and "targets" not in meta  # the edit log holds them
+    back = Memory.from_saved(meta, tensors, "m", torch.Size(shape), 0.2, "cpu", ["p"], ["t"])
+    assert torch.equal(back.delta, delta) and (back.prompts, back.targets) == (["p"], ["t"])
 
 
 def test_single_shard_delta_file_is_small(edited, tmp_path):
@@ -230,7 +245,7 @@ def test_rehearsal_draws_the_current_shards_earlier_edits_and_is_saved(tok):
     restored = WiseMethod.restore(fresh("llama", tok), tok, roundtrip(method.state()))
     assert restored.pending[0].targets == [e.target for e in EDITS[:3]]
     assert restored.current.targets == [EDITS[3].target]
-    old = roundtrip(method.state())  # a delta saved before rehearsal: its shard has prompts, no targets
+    old = as_version_1(roundtrip(method.state()))  # a delta saved before rehearsal: prompts, no targets
     del old.config["current"]["targets"]
     continued = WiseMethod.restore(fresh("llama", tok), tok, old)
     assert continued._rehearsed() == []

@@ -7,12 +7,13 @@ forward call) already gives the edited behaviour; the method object stays reacha
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from wiseedit.artifacts import Delta, check_delta_base, load_delta, short_hash
+from wiseedit.artifacts import EDITS_FILE, Delta, check_delta_base, load_delta, short_hash
 from wiseedit.chat import ChatFormat
+from wiseedit.edits.record import EditRecord
 from wiseedit.errors import BadInputError
 from wiseedit.artifacts.exported import exported_delta
 from wiseedit.generation import complete
@@ -104,9 +105,27 @@ def attach(base: LoadedModel, delta: Delta) -> EditingMethod:
     """Restore `delta`'s method onto `base` after checking it was made on these weights, and expose it
     as ``base.model.wiseedit``."""
     check_delta_base(delta, base.fingerprint, base.source.name, base.model)
-    method = method_class(delta.method).restore(base.model, base.tokenizer, delta.state)
+    cls = method_class(delta.method)
+    state = replace(delta.state, edits=taught_edits(delta, base.tokenizer)) if cls.restores_from_edits else delta.state
+    method = cls.restore(base.model, base.tokenizer, state)
     base.model.wiseedit = method
     return method
+
+
+def taught_edits(delta: Delta, tokenizer) -> list[EditRecord]:
+    """`delta`'s edits in the order of its log, as its method was taught them: each prompt put through
+    the chat template the delta records (the log keeps the user's text), with its target and id. The
+    log's other fields (rephrases, probes) play no part in restoring a method and are left out."""
+    chat = ChatFormat.from_json(delta.config.get("chat_template"))
+    records = []
+    for number, entry in enumerate(delta.edits_log, start=1):
+        prompt, target = entry.get("prompt"), entry.get("target")
+        if not (isinstance(prompt, str) and isinstance(target, str)):
+            raise BadInputError(f"{Path(delta.path) / EDITS_FILE}:{number}: an edit of the log needs a string "
+                                "prompt and target; the delta is damaged")
+        records.append(EditRecord(prompt=chat.prompt(tokenizer, prompt), target=target,
+                                  id=str(entry.get("id", number))))
+    return records
 
 
 def load_edited(model: str | None, delta: str | Path | Delta | None = None, *, device: str = "auto",

@@ -1,11 +1,13 @@
 """The delta directory: what a method learned from its edits, saved apart from the base model.
 
-Layout (``format_version`` 2), written as a whole by :func:`save_delta` through
+Layout (``format_version`` 3), written as a whole by :func:`save_delta` through
 :func:`~wiseedit.artifacts.atomic.atomic_directory`:
 
 - ``wiseedit_config.json``: format version, method, its settings (``method_settings``: the options it
-  was created with) and its state (``method_state``: what editing changed: counters, ...), edited
-  module, base model name/revision/fingerprint, seed, number of edits, library versions, ``created`` and
+  was created with) and its state (``method_state``: what editing changed: counters, ...; it refers to
+  edits by their position in ``edits.jsonl`` rather than copying their texts), edited module, base
+  model name/revision/fingerprint, seed, number of edits, ``edits_sha256`` (the sha256 of
+  ``edits.jsonl``: loading refuses a log that is not the one saved), library versions, ``created`` and
   ``updated`` (ISO UTC), and ``tensors``: the name, dtype and shape of every tensor of
   ``delta.safetensors`` (loading refuses a tensor file that does not match it: a tensor of another
   shape, or one the delta does not hold, is damage, not something to run or silently drop; deltas
@@ -38,6 +40,7 @@ from wiseedit.artifacts.reading import (
     EDITS_FILE,
     FORMAT_VERSION,
     TENSORS_FILE,
+    edits_digest,
     read_config,
     read_edit_log,
     read_tensors,
@@ -180,6 +183,7 @@ def save_delta(
         "chat_template": chat_template if chat_template is not None else (
             previous.config.get("chat_template") if previous is not None else None),
         "num_edits": len(log),
+        "edits_sha256": edits_digest(edits_text),
         "versions": {p: _version(p) for p in ("wiseedit", "torch", "transformers", "safetensors")},
         "created": previous.config.get("created", now) if previous is not None else now,
         "updated": now,
@@ -200,13 +204,13 @@ def load_delta(path: Path) -> Delta:
     """Read and validate the delta directory at `path`; tensors stay on CPU.
 
     Every problem (missing directory or file, bad JSON, missing keys, a format_version newer than this
-    wiseedit reads, an unreadable or pickle-only tensor file, an inconsistent edits log) raises
-    BadInputError with one sentence naming the file.
+    wiseedit reads, an unreadable or pickle-only tensor file, an inconsistent edits log or one whose
+    sha256 is not the one the config records) raises BadInputError with one sentence naming the file.
     """
     path = Path(path)
     config = read_config(path)
     tensors = read_tensors(path, config)
-    edits_text, log = read_edit_log(path, config["num_edits"])
+    edits_text, log = read_edit_log(path, config["num_edits"], config.get("edits_sha256"))
     return Delta(path, config, _method_state(config, tensors, path), log, edits_text)
 
 

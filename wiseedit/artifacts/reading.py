@@ -5,6 +5,7 @@ Used by :func:`wiseedit.artifacts.delta.load_delta`; nothing here unpickles anyt
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -15,10 +16,12 @@ from safetensors.torch import load_file
 from wiseedit.artifacts.atomic import backup_path, interrupted_write_message
 from wiseedit.errors import BadInputError
 
-#: The delta layout version this wiseedit writes and the newest it reads. Version 2 keeps the method's
-#: settings (``method_settings``) apart from its state (``method_state``); a version 1 delta has them
-#: inside its state, where the method's ``restore`` still finds them.
-FORMAT_VERSION = 2
+#: The delta layout version this wiseedit writes and the newest it reads. Version 3 records the sha256 of
+#: ``edits.jsonl`` (``edits_sha256``), which a method's state may refer to instead of copying its texts
+#: (WISE's memories name their edits by position in the log); version 2 keeps the method's settings
+#: (``method_settings``) apart from its state (``method_state``); a version 1 delta has them inside its
+#: state, where the method's ``restore`` still finds them.
+FORMAT_VERSION = 3
 CONFIG_FILE = "wiseedit_config.json"
 TENSORS_FILE = "delta.safetensors"
 EDITS_FILE = "edits.jsonl"
@@ -75,6 +78,9 @@ def _check_keys(file: Path, config: dict) -> None:
         raise BadInputError(f"{file}: num_edits should not be negative, not {config['num_edits']}")
     if config["format_version"] >= 2 and not isinstance(config.get("method_settings"), dict):
         raise BadInputError(f"{file}: method_settings should be an object, not {config.get('method_settings')!r}")
+    digest = config.get("edits_sha256")
+    if config["format_version"] >= 3 and not (isinstance(digest, str) and digest.startswith("sha256:")):
+        raise BadInputError(f"{file}: edits_sha256 should look like 'sha256:<hex>', not {digest!r}")
     if not config["base_fingerprint"].startswith("sha256:"):
         raise BadInputError(
             f"{file}: base_fingerprint should look like 'sha256:<hex>', not {config['base_fingerprint']!r}"
@@ -180,8 +186,14 @@ def read_tensors(path: Path, config: dict) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def read_edit_log(path: Path, num_edits: int) -> tuple[str, list[dict]]:
-    """``edits.jsonl`` of `path`, verbatim and parsed; checks ``seq`` runs 1..`num_edits`."""
+def edits_digest(text: str) -> str:
+    """``sha256:<hex>`` of the text of ``edits.jsonl`` (its UTF-8 bytes): what ``edits_sha256`` records."""
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def read_edit_log(path: Path, num_edits: int, digest: str | None = None) -> tuple[str, list[dict]]:
+    """``edits.jsonl`` of `path`, verbatim and parsed; checks ``seq`` runs 1..`num_edits` and, when the
+    config records one (format 3), that the file's sha256 is `digest`."""
     file = path / EDITS_FILE
     if not file.is_file():
         raise BadInputError(f"{file} is missing")
@@ -206,5 +218,11 @@ def read_edit_log(path: Path, num_edits: int) -> tuple[str, list[dict]]:
     if len(log) != num_edits:
         raise BadInputError(
             f"{file} has {len(log)} edits but {path / CONFIG_FILE} says num_edits {num_edits}"
+        )
+    if digest is not None and edits_digest(text) != digest:
+        raise BadInputError(
+            f"{file} is not the edit log {path / CONFIG_FILE} was saved with (its sha256 is "
+            f"{short_hash(edits_digest(text))}, the config records {short_hash(digest)}); the delta is damaged "
+            "(or its log was changed by hand)"
         )
     return text, log

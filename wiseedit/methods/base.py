@@ -39,12 +39,17 @@ class MethodState:
     (contiguous, on CPU is not required: the writer moves them).
 
     `settings` is None for a delta written before settings were saved apart: its `config` then holds
-    them too, in the method's older layout, and the method's ``restore`` takes them from there."""
+    them too, in the method's older layout, and the method's ``restore`` takes them from there.
+
+    `edits` are the delta's edits in the order of its log, as the method was taught them (prompt through
+    the delta's chat template, target, id): a method whose :attr:`~EditingMethod.restores_from_edits` is
+    true keeps only their positions in `config`, and is given them back here when it is restored."""
 
     config: dict
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
     folder: Path | None = None  # the delta directory it was read from (relative paths in it resolve there)
     settings: dict | None = None
+    edits: list[EditRecord] | None = None  # None: not read from a delta, or the method does not need them
 
 
 class EditingMethod(ABC):
@@ -53,6 +58,9 @@ class EditingMethod(ABC):
     name: ClassVar[str]
     #: The settings dataclass :meth:`create` builds from its options (None: the method takes none).
     config_class: ClassVar[type[MethodConfig] | None] = None
+    #: True: :meth:`state` refers to the edits by their position in the delta's edit log instead of
+    #: copying their texts, and :meth:`restore` reads them back from :attr:`MethodState.edits`.
+    restores_from_edits: ClassVar[bool] = False
 
     def __init__(self, model, tokenizer):
         self.model = model

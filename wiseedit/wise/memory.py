@@ -4,6 +4,7 @@ A side memory is stored as its *delta* from the main memory, ``W_side - W_main``
 orientation of ``nn.Linear`` whatever the edited module is (GPT-2's Conv1D stores its weight (in, out);
 the layer transposes). A shard trains only the entries of a random mask drawn from a saved seed, so
 its delta is zero elsewhere and is saved as the masked values alone (``mask_ratio`` of a dense copy).
+Its edits' texts are not saved with it: the delta's edit log holds them (:mod:`wiseedit.wise.saved`).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class Memory:
     mask_seed: int | None = None  # shards: the seed of their mask
     prompts: list[str] = field(default_factory=list)  # its edits' prompts, to re-threshold after a merge
     targets: list[str] = field(default_factory=list)  # shards: their edits' targets, to rehearse them
+    # (neither is saved: the edit log holds them, and the state names the memory's run of it)
     keys: torch.Tensor | None = None  # (len(prompts), in) float32: the key router's per-edit keys
 
     @property
@@ -56,9 +58,10 @@ class Memory:
         return self.act_ratio * self.min_score
 
     def to_saved(self, prefix: str, mask_ratio: float) -> tuple[dict, dict[str, torch.Tensor]]:
-        """Metadata (JSON) and tensors of this memory, in the compact form described above."""
+        """Metadata (JSON) and tensors of this memory, in the compact form described above (its edits
+        are named by the caller, which knows their positions in the edit log)."""
         meta = {"kind": self.kind, "min_score": self.min_score, "act_ratio": self.act_ratio,
-                "mask_seed": self.mask_seed, "prompts": self.prompts, "targets": self.targets}
+                "mask_seed": self.mask_seed}
         delta = self.delta.detach().float().cpu()
         keys = {} if self.keys is None else {f"{prefix}.keys": self.keys.detach().float().cpu().contiguous()}
         meta, tensors = self._saved_delta(meta, prefix, delta, mask_ratio)
@@ -78,8 +81,8 @@ class Memory:
 
     @classmethod
     def from_saved(cls, meta: dict, tensors: dict[str, torch.Tensor], prefix: str, shape: torch.Size,
-                   mask_ratio: float, device) -> "Memory":
-        """Inverse of :meth:`to_saved`."""
+                   mask_ratio: float, device, prompts: list[str], targets: list[str]) -> "Memory":
+        """Inverse of :meth:`to_saved`, with the memory's edits' `prompts` and `targets` read back."""
         delta = torch.zeros(tuple(shape), dtype=torch.float32)
         values = tensors[f"{prefix}.values"].float()
         if meta["kind"] == "shard":
@@ -90,6 +93,5 @@ class Memory:
             delta = values.reshape(shape).clone()
         keys = tensors.get(f"{prefix}.keys")  # None in deltas saved before the key router
         return cls(delta=delta.to(device), min_score=meta["min_score"], act_ratio=meta["act_ratio"],
-                   kind=meta["kind"], mask_seed=meta["mask_seed"], prompts=list(meta["prompts"]),
-                   targets=list(meta.get("targets", [])),  # deltas saved before rehearsal have none
+                   kind=meta["kind"], mask_seed=meta["mask_seed"], prompts=list(prompts), targets=list(targets),
                    keys=None if keys is None else keys.float().to(device))

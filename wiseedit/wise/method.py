@@ -6,8 +6,9 @@ every ``save_freq`` edits the shard is stored as *pending* and a fresh one start
 ``merge_freq`` edits the pending shards are merged. WISE-Merge merges them into one consolidated memory
 (weighing the previous one ``merge_keep_weight``); WISE-Retrieve merges each group into one more
 memory. Pending shards are routed like any memory until merged, so no edit is ever out of reach.
-Every piece of state lives on this object and is saved by :meth:`state`; randomness is derived from
-(seed, edit number) or (seed, shard number), so two runs of 5 edits equal one run of 10.
+Every piece of state lives on this object and is saved by :meth:`state` (each memory's edits as their
+positions in the delta's edit log: :mod:`wiseedit.wise.saved`); randomness is derived from (seed, edit
+number) or (seed, shard number), so two runs of 5 edits equal one run of 10.
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ from wiseedit.wise.irrelevant import irrelevant_row
 from wiseedit.wise.memory import Memory, merge_seed, shard_mask, shard_mask_seed
 from wiseedit.wise.merging import merge
 from wiseedit.wise.routing import install_call_hook
+from wiseedit.wise.saved import edit_ranges, memory_texts
 from wiseedit.wise.side_memory import SideMemoryLayer
 from wiseedit.wise.templates import generate_templates
 from wiseedit.wise.trainer import Hyper, ShardTrainer
 
-STATE_VERSION = 1
+#: 2: memories name their edits by position in the edit log; 1: they carried their prompts and targets.
+STATE_VERSION = 2
 
 
 class WiseMethod(EditingMethod):
@@ -41,6 +44,7 @@ class WiseMethod(EditingMethod):
 
     name = "wise"
     config_class = WiseConfig
+    restores_from_edits = True
     retrieve = False
 
     def __init__(self, model, tokenizer, config: WiseConfig, module_path: str, templates: list[str],
@@ -86,8 +90,13 @@ class WiseMethod(EditingMethod):
         if "center" in state.tensors:
             method.layer.center = state.tensors["center"].float().to(device)
 
+        entries = s["merged"] + s["pending"] + ([s["current"]] if s["current"] else [])
+        texts = iter(memory_texts(entries, state, s["num_edits"]))
+
         def load(meta, prefix):
-            return Memory.from_saved(meta, state.tensors, prefix, shape, method.config.mask_ratio, device)
+            prompts, targets = next(texts)  # merged memories rehearse nothing: no targets, as when made
+            return Memory.from_saved(meta, state.tensors, prefix, shape, method.config.mask_ratio, device,
+                                     prompts, targets if meta["kind"] == "shard" else [])
 
         method.merged = [load(m, f"merged.{i}") for i, m in enumerate(s["merged"])]
         method.pending = [load(m, f"pending.{i}") for i, m in enumerate(s["pending"])]
@@ -292,10 +301,13 @@ class WiseMethod(EditingMethod):
     def state(self) -> MethodState:
         tensors: dict[str, torch.Tensor] = {}
 
+        memories = self.merged + self.pending + ([self.current] if self.current else [])
+        ranges = iter(edit_ranges([len(m.prompts) for m in memories]))  # they hold the edits in this order
+
         def save(memory, prefix):
             meta, t = memory.to_saved(prefix, self.config.mask_ratio)
             tensors.update(t)
-            return meta
+            return meta | {"edits": next(ranges)}
 
         if self.layer.center is not None:
             tensors["center"] = self.layer.center.detach().float().cpu().contiguous()
