@@ -101,7 +101,7 @@ class WiseMethod(EditingMethod):
         method.merged = [load(m, f"merged.{i}") for i, m in enumerate(s["merged"])]
         method.pending = [load(m, f"pending.{i}") for i, m in enumerate(s["pending"])]
         method.current = load(s["current"], "current") if s["current"] else None
-        for memory in method.merged + method.pending + ([method.current] if method.current else []):
+        for memory in method._memories():
             if memory.keys is None and memory.prompts and method.layer.center is not None:
                 memory.keys = method._keys(memory.prompts)  # saved before the key router
         method._sync()
@@ -293,16 +293,18 @@ class WiseMethod(EditingMethod):
 
     # -- state --------------------------------------------------------------------------------------
 
+    def _memories(self) -> list[Memory]:
+        """Every memory, in the order they hold the edits: merged, pending, then the current shard."""
+        return self.merged + self.pending + ([self.current] if self.current else [])
+
     def _sync(self) -> None:
-        """Give the layer the memories to route among, in a fixed order."""
-        live = self.merged + self.pending + ([self.current] if self.current and self.current.prompts else [])
-        self.layer.memories = live
+        """Give the layer the memories to route among, in a fixed order (a new shard not yet trained is left out)."""
+        self.layer.memories = [m for m in self._memories() if m is not self.current or m.prompts]
 
     def state(self) -> MethodState:
         tensors: dict[str, torch.Tensor] = {}
 
-        memories = self.merged + self.pending + ([self.current] if self.current else [])
-        ranges = iter(edit_ranges([len(m.prompts) for m in memories]))  # they hold the edits in this order
+        ranges = iter(edit_ranges([len(m.prompts) for m in self._memories()]))  # they hold the edits in this order
 
         def save(memory, prefix):
             meta, t = memory.to_saved(prefix, self.config.mask_ratio)
