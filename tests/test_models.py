@@ -131,6 +131,15 @@ def test_load_base_round_trip_gives_the_same_logits(llama_dir, tokenizer):
     assert loaded.fingerprint == base_fingerprint(original)
 
 
+def test_load_base_keeps_the_modules_plain_pytorch(llama_dir, monkeypatch):
+    # transformers 5.25 kernelizes by default (use_kernels); the methods must see the forward they patch
+    monkeypatch.delenv("USE_HUB_KERNELS", raising=False)
+    loaded = load_base(str(llama_dir), device="cpu")
+    assert getattr(loaded.model, "use_kernels", False) is False
+    mlp = loaded.model.model.layers[0].mlp
+    assert "forward" not in vars(mlp)
+
+
 def test_load_base_bf16_keeps_the_fingerprint_and_sets_a_missing_pad(tmp_path, tokenizer):
     original = tiny_model("gpt2", tokenizer)
     original.save_pretrained(tmp_path)

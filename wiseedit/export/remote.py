@@ -12,6 +12,7 @@ from wiseedit.artifacts import load_delta
 from wiseedit.errors import BadInputError
 from wiseedit.artifacts.exported import DELTA_SUBDIR, exported_delta
 from wiseedit.models import LoadedModel, base_fingerprint, resolve_model
+from wiseedit.models.loading import PLAIN_MODULES
 from wiseedit.session import attach
 
 # keyword arguments transformers' auto class adds for a remote class, not meant for the base's loader
@@ -38,6 +39,7 @@ def load_exported(pretrained_model_name_or_path, *model_args, **kwargs):
     delta = load_delta(delta_dir)  # validated before the weights are loaded
     options = {k: v for k, v in kwargs.items() if k not in _AUTO_ONLY}
     options["trust_remote_code"] = False  # the native class for the model_type, not this file again
+    options = {**PLAIN_MODULES, **options}  # the delta hooks plain modules (a caller may still ask otherwise)
     model = AutoModelForCausalLM.from_pretrained(folder, *model_args, **options)
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)

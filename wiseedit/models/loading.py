@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from types import MappingProxyType
+from typing import Literal, Mapping
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
@@ -35,6 +36,14 @@ class LoadedModel:
     fingerprint: str
 
 
+#: ``from_pretrained`` arguments that keep the model's modules plain PyTorch. From transformers 5.25,
+#: ``use_kernels`` defaults to True: with the ``kernels`` package installed (a dependency of 5.25) some
+#: layers' forward is swapped for a Hub kernel, fetched from the Hub, and without it loading fails
+#: ("Kernels are not available"). Editing methods replace and hook modules of the plain graph and must
+#: see the forward they patched; 5.14-5.24 default to False, so this changes nothing there.
+PLAIN_MODULES: Mapping[str, object] = MappingProxyType({"use_kernels": False})
+
+
 def load_base(name: str, *, device: str = "auto", dtype: DType = "auto",
               trust_remote_code: bool = False) -> LoadedModel:
     """Resolve `name` (folder, alias or cached hub id) and load model + tokenizer from the local folder.
@@ -54,7 +63,7 @@ def load_base(name: str, *, device: str = "auto", dtype: DType = "auto",
         with no_progress_bars():  # wiseedit reports its own stages; the bar would litter stderr
             model = AutoModelForCausalLM.from_pretrained(
                 source.path, dtype=torch_dtype, device_map=device_map,
-                trust_remote_code=trust_remote_code, local_files_only=True)
+                trust_remote_code=trust_remote_code, local_files_only=True, **PLAIN_MODULES)
     except OSError as error:
         raise BadInputError(f"the weights of model '{name}' in {source.path} cannot be loaded: "
                             f"{_first_line(error)}") from error

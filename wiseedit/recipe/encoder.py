@@ -69,13 +69,14 @@ def load_encoder(name: str):
     """``(model, tokenizer)`` of encoder `name` (a local folder, a hub id, or the default alias)."""
     from transformers import AutoModel, AutoTokenizer
 
+    from wiseedit.models.loading import PLAIN_MODULES
     from wiseedit.models.quiet import no_progress_bars
 
     path = resolve_encoder_path(name)
     try:
         # local_files_only: a hub id is read from the local cache, never fetched
         with no_progress_bars():
-            model = AutoModel.from_pretrained(path, local_files_only=True)
+            model = AutoModel.from_pretrained(path, local_files_only=True, **PLAIN_MODULES)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
