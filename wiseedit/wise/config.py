@@ -40,7 +40,8 @@ class WiseConfig(MethodConfig):
     preset: Preset = "auto"
     # -- routing
     router: str | None = None       # "key" (auto: per-edit keys) or "norm" (reference: the paper's score)
-    key_threshold: float | None = None  # key router: cosine with an edit's key from which it fires
+    key_threshold: float | None = None  # key router: cosine with an edit's key from which it fires;
+                                        # None: measured on the model at the first edit (key_threshold.py)
     pooling: str | None = None      # routing score over the prompt's tokens: "last" (auto) or "mean" (reference)
     act_ratio: float | None = None  # threshold = act_ratio x min edit score of a memory; None: preset
     # -- training one edit (wise.md section 4)
@@ -60,8 +61,10 @@ class WiseConfig(MethodConfig):
     cache_activations: bool = True  # per step, only what the delta changes (upper_stack.py; exact to float tolerance)
     # -- shards and merging (wise.md section 5)
     mask_ratio: float = 0.2         # fraction of side-memory entries each shard trains
-    save_freq: int = 500            # edits per shard; then the shard is stored and a new one starts
-    merge_freq: int = 1000          # edits between merges of the stored shards
+    save_freq: int | None = None    # edits per shard, then it is stored and a new one starts; None: auto
+                                    # from the memory's size (shard_edits), reference 500
+    merge_freq: int | None = None   # edits between merges of the stored shards; None: 1000 (WISE-Merge),
+                                    # save_freq (WISE-Retrieve auto: each shard its own memory)
     merge_algorithm: MergeAlgorithm = "ties"
     density: float = 0.53           # TIES/DARE: fraction of each shard's delta kept
     merge_keep_weight: float = 0.6  # WISE-Merge: weight of the previous consolidated memory in a merge
@@ -80,8 +83,22 @@ class WiseConfig(MethodConfig):
 #: The "auto" preset, relative to the activation scale S (mean norm of the residual stream after the
 #: edited layer) and the input energy H^2 (mean squared norm of the module's input): alpha, beta, gamma
 #: are multiples of S, lr is a multiple of S^2/H^2. The ratios alpha:beta:gamma = 5:20:10 are the paper's.
-AUTO_DEFAULTS = {"router": "key", "key_threshold": 0.8, "pooling": "last", "act_ratio": 0.88, "n_iter": 70, "lr": 1.0, "alpha": 0.25, "beta": 1.0,
+AUTO_DEFAULTS = {"router": "key", "pooling": "last", "act_ratio": 0.88, "n_iter": 70, "lr": 1.0, "alpha": 0.25, "beta": 1.0,
                  "gamma": 0.5, "rehearse": 10}
+
+
+#: Trained entries a shard gives each of its edits in the auto preset (:func:`shard_edits`). On
+#: world-xl (104,858 entries per shard) 10 edits per shard recall 1.00 at T = 100, 25 .98, 50 .88, 500
+#: .70 (docs/wise.md, "Shard size"); the paper's Llama-2-7B setting gives 18,000 per edit.
+ENTRIES_PER_EDIT = 10_000
+#: The paper's shard size, the most edits a shard takes in the auto preset.
+PAPER_SAVE_FREQ = 500
+
+
+def shard_edits(mask_ratio: float, entries: int) -> int:
+    """Edits per shard (auto ``save_freq``) for a side memory of `entries` entries of which a shard
+    trains `mask_ratio`: about :data:`ENTRIES_PER_EDIT` each, at least 1 and at most the paper's 500."""
+    return max(1, min(PAPER_SAVE_FREQ, round(mask_ratio * entries / ENTRIES_PER_EDIT)))
 
 
 # -- checks of the fields, before any model is loaded ------------------------------------------------

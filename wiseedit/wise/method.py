@@ -24,9 +24,10 @@ from wiseedit.models.modules import get_weight_module, set_module
 from wiseedit.models.presets import edited_module_path, preset_for
 from wiseedit.wise.activation_cache import decoder_layers_of
 from wiseedit.wise.batch import build_batch, build_prompt_batch
-from wiseedit.wise.config import AUTO_DEFAULTS, WiseConfig
+from wiseedit.wise.config import AUTO_DEFAULTS, PAPER_SAVE_FREQ, WiseConfig, shard_edits
 from wiseedit.data.irrelevant import default_pool
 from wiseedit.wise.irrelevant import irrelevant_row
+from wiseedit.wise.key_threshold import auto_key_threshold, context_similarity
 from wiseedit.wise.memory import Memory, merge_seed, shard_mask, shard_mask_seed
 from wiseedit.wise.merging import merge
 from wiseedit.wise.routing import install_call_hook
@@ -77,7 +78,8 @@ class WiseMethod(EditingMethod):
         config.retrieve = config.retrieve or cls.retrieve
         module_path = edited_module_path(model.config, layer=config.layer, module=config.module)
         templates = generate_templates(model, tokenizer, config.num_templates)
-        return cls(model, tokenizer, _resolved(config, model.config), module_path, templates)
+        entries = get_weight_module(model, module_path).weight.numel()
+        return cls(model, tokenizer, _resolved(config, model.config, entries), module_path, templates)
 
     @classmethod
     def restore(cls, model, tokenizer, state: MethodState) -> WiseMethod:
@@ -133,7 +135,7 @@ class WiseMethod(EditingMethod):
         if self.scale is None:
             self.scale = self._measure_scale(batch)
         if self.layer.center is None:
-            self.layer.center = self._measure_center()
+            self._measure_pool()
         mask = shard_mask(self.current.mask_seed, self.current.delta.shape, cfg.mask_ratio,
                           self.current.delta.device)
         if self._trainer is None:  # one per method: it keeps which fast path this model allows
@@ -218,12 +220,22 @@ class WiseMethod(EditingMethod):
         hidden = out["hidden"][: batch.num_edit_rows][rows.to(out["hidden"].device)]  # (N, d)
         return {"R": hidden.float().norm(dim=-1).mean().item(), "H2": tokens.float().pow(2).sum(-1).mean().item()}
 
-    def _measure_center(self) -> torch.Tensor:
-        """The module's mean input (in,) over the tokens of the neutral pool (no special tokens)."""
+    def _measure_pool(self) -> None:
+        """On the neutral pool's tokens (no special tokens): the centre, the module's mean input (in,);
+        and, for the auto preset's key router, the key threshold from how much context moves a key
+        (:mod:`wiseedit.wise.key_threshold`), kept in the config that the delta saves."""
         device = self.model.get_input_embeddings().weight.device
         enc = build_prompt_batch(self.tokenizer, list(default_pool()), ["{}"])
         h = self._module_inputs(enc.input_ids.to(device), enc.attention_mask.to(device))
-        return h[enc.prompt_mask.to(h.device)].float().mean(0)
+        tokens = enc.prompt_mask.to(h.device).bool()                         # (B, T)
+        self.layer.center = h[tokens].float().mean(0)
+        if self.config.key_threshold is None:
+            ids = enc.input_ids.to(h.device)
+            previous = torch.nn.functional.pad(ids, (1, 0), value=-1)[:, :-1]  # (B, T) the token before
+            texts = torch.arange(ids.shape[0], device=h.device)[:, None].expand_as(ids)
+            similarity = context_similarity(self.layer.key_of(h[tokens]), ids[tokens], previous[tokens],
+                                            texts[tokens])
+            self.config.key_threshold = self.layer.key_threshold = auto_key_threshold(similarity)
 
     # -- merging ------------------------------------------------------------------------------------
 
@@ -353,16 +365,18 @@ def _rows(first: torch.Tensor | None, more: torch.Tensor | None) -> torch.Tensor
     return torch.cat([first, more.to(first.device)])
 
 
-def _resolved(config: WiseConfig, model_config) -> WiseConfig:
-    """Fill the fields left None from the chosen preset."""
+def _resolved(config: WiseConfig, model_config, entries: int) -> WiseConfig:
+    """Fill the fields left None from the chosen preset; `entries`: the edited matrix's size."""
     if config.preset == "auto":
-        defaults = AUTO_DEFAULTS
+        defaults = {**AUTO_DEFAULTS, "save_freq": shard_edits(config.mask_ratio, entries)}
     else:
         ref = preset_for(model_config).wise
         defaults = {"router": "norm", "key_threshold": 1.0, "pooling": "mean", "act_ratio": ref.act_ratio, "n_iter": ref.n_iter, "lr": 1.0,
-                    "alpha": ref.alpha, "beta": ref.beta, "gamma": ref.gamma, "rehearse": 0}
+                    "alpha": ref.alpha, "beta": ref.beta, "gamma": ref.gamma, "rehearse": 0, "save_freq": PAPER_SAVE_FREQ}
     values = config.to_dict()
     for key, value in defaults.items():
         if values[key] is None:
             values[key] = value
+    if values["merge_freq"] is None:  # WISE-Retrieve auto: a shard is merged alone, into a memory of its own
+        values["merge_freq"] = values["save_freq"] if config.retrieve and config.preset == "auto" else 1000
     return WiseConfig.from_options(values)

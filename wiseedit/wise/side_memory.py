@@ -121,6 +121,16 @@ class SideMemoryLayer(nn.Module):
             return out + self.delta_out(x, self._train_delta).to(out.dtype)
         if not self.memories:
             return out
+        if self.router == "key":  # keys decide alone: only the chosen memory's output is computed
+            chosen = self._route(x, None)                                   # (B, T) memory index or -1
+            if bool((chosen < 0).all()):
+                return out
+            edited = out.clone()
+            for index in chosen.unique().tolist():
+                if index >= 0:
+                    at = chosen == index                                    # (B, T)
+                    edited[at] = out[at] + self.delta_out(x[at], self.memories[index].delta).to(out.dtype)
+            return edited
         extra = torch.stack([self.delta_out(x, m.delta) for m in self.memories])  # (M, B, T, out)
         chosen = self._route(x, extra)                                      # (B, T) memory index or -1
         if bool((chosen < 0).all()):
@@ -128,8 +138,9 @@ class SideMemoryLayer(nn.Module):
         picked = extra.gather(0, chosen.clamp_min(0)[None, :, :, None].expand(1, *extra.shape[1:])).squeeze(0)
         return torch.where((chosen >= 0)[..., None], out + picked.to(out.dtype), out)
 
-    def _route(self, x: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
-        """The memory each position uses (B, T), -1 for the main memory (module docstring)."""
+    def _route(self, x: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
+        """The memory each position uses (B, T), -1 for the main memory (module docstring); `extra`
+        (M, B, T, out), every memory's output, is read by the norm router only."""
         B, T = x.shape[:2]
         routable = self.call.routable
         if routable is None or tuple(routable.shape) != (B, T):
@@ -138,7 +149,8 @@ class SideMemoryLayer(nn.Module):
         carry = self._carry if self.call.continues and self._carry.get("latch", torch.empty(0)).shape[:1] == (B,) \
             else {}
         if self.router == "key":
-            score = torch.stack([(self.key_of(x) @ m.keys.t().to(x.device)).amax(-1) if m.keys is not None
+            key = self.key_of(x)                                           # (B, T, in)
+            score = torch.stack([(key @ m.keys.t().to(x.device)).amax(-1) if m.keys is not None
                                  else torch.full((B, T), -2.0, device=x.device) for m in self.memories], -1)
             threshold = torch.full((len(self.memories),), self.key_threshold, device=x.device)
         else:
