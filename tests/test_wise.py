@@ -4,6 +4,8 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import math
+
 import pytest
 import torch
 
@@ -344,14 +346,13 @@ def test_modules_with_bias_and_conv1d(arch, tok):
 
 # -- what default settings achieve on tiny models (issue 26's first bar) --------------------------------
 
-@pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2"])
-@pytest.mark.parametrize("vocabulary,seed", [("people", 0), ("things", 1)])
+@pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2", "gpt2", "gptj"])
+@pytest.mark.parametrize("vocabulary,seed", [("people", 0), ("things", 1), ("cities", 1)])
 def test_ten_sequential_edits_are_recalled_with_default_settings(arch, vocabulary, seed):
     """10 edits of a generated set one after another, default settings, everything measured through
     plain forwards (no query mask, as any scoring pipeline runs them): every edit recalled
     (teacher-forced) and the predictions on 50 unrelated prompts made of the edits' own words kept.
-    GPT-2 and GPT-J are measured by scripts/wise_edit_sets.py (docs/wise.md: their random test beds
-    do not carry the subject to the edited layer)."""
+    scripts/wise_edit_sets.py runs every set (docs/wise.md)."""
     from wiseedit.evaluation.metrics import agreement, argmax_predictions, token_accuracy
     from wiseedit.testing.edit_sets import edit_set
 
@@ -365,3 +366,52 @@ def test_ten_sequential_edits_are_recalled_with_default_settings(arch, vocabular
     loc = agreement(before, argmax_predictions(model, tok, probes))
     assert sum(rel) / len(rel) >= 0.99
     assert sum(loc) / len(loc) >= 0.95
+
+
+# -- the auto preset's sizes and thresholds -------------------------------------------------------------
+
+
+def test_shard_size_follows_the_memory_size(tok):
+    from wiseedit.wise.config import shard_edits
+
+    # about 10,000 trained entries per edit at mask_ratio 0.2, between 1 and the paper's 500
+    assert [shard_edits(0.2, n) for n in (64 * 1024, 128 * 768, 128 * 4096, 4096 * 11008)] == [1, 2, 10, 500]
+    assert shard_edits(1.0, 128 * 768) == 10
+    model = fresh("llama", tok)  # down projection 64 x 1024
+    assert WiseMethod.create(model, tok).config.save_freq == 1
+    assert WiseMethod.create(fresh("llama", tok), tok, {"save_freq": 7}).config.save_freq == 7
+    merge, retrieve = (cls.create(fresh("llama", tok), tok, {"mask_ratio": 1.0}).config
+                       for cls in (WiseMethod, WiseRetrieveMethod))
+    assert (merge.save_freq, merge.merge_freq) == (7, 1000)
+    assert (retrieve.save_freq, retrieve.merge_freq) == (7, 7)  # each shard a memory of its own
+    reference = WiseMethod.create(fresh("llama", tok), tok, {"preset": "reference"}).config
+    assert (reference.save_freq, reference.merge_freq) == (500, 1000)
+
+
+def test_context_similarity_is_the_median_over_tokens_in_other_contexts():
+    from wiseedit.wise.key_threshold import auto_key_threshold, context_similarity
+
+    keys = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [1.0, 0.0],
+                                                       [0.8, 0.6]]), dim=-1)
+    ids = torch.tensor([5, 5, 5, 9, 9])
+    previous = torch.tensor([1, 2, 1, 3, 4])
+    texts = torch.tensor([0, 1, 2, 3, 4])
+    # token 5: pairs (0,1) .6 and (1,2) .8; (0,2) has the same previous token; token 9: (3,4) .8
+    assert context_similarity(keys, ids, previous, texts) == pytest.approx(0.8)
+    assert math.isnan(context_similarity(keys, ids, previous, torch.zeros(5, dtype=torch.long)))  # one text
+    assert auto_key_threshold(float("nan")) == 0.8
+    assert auto_key_threshold(0.1) == 0.8 and auto_key_threshold(0.87) == pytest.approx(0.97)
+    assert auto_key_threshold(0.95) == 0.99
+
+
+@pytest.mark.parametrize("arch,low,high", [("llama", 0.8, 0.8), ("gpt2", 0.8, 0.8), ("gptj", 0.93, 0.99)])
+def test_key_threshold_is_measured_at_the_first_edit_and_saved(tok, arch, low, high):
+    method = WiseMethod.create(fresh(arch, tok), tok, FAST)
+    assert method.config.key_threshold is None
+    method.apply(EDITS[:1])
+    assert low <= method.config.key_threshold <= high
+    assert method.layer.key_threshold == method.config.key_threshold
+    assert method.state().settings["key_threshold"] == method.config.key_threshold
+    chosen = WiseMethod.create(fresh(arch, tok), tok, {**FAST, "key_threshold": 0.5})
+    chosen.apply(EDITS[:1])
+    assert chosen.config.key_threshold == 0.5
