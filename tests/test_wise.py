@@ -1,10 +1,9 @@
 """WISE mechanics on tiny models: routing per row, generation, reload, continuation, storage, merging."""
 
+import math
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import math
 
 import pytest
 import torch
