@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from wiseedit.evaluation.metrics import token_accuracy
-from wiseedit.models.kv_cache import output_cache
+from wiseedit.models.kv_cache import cache_keyword, output_cache
 from wiseedit.testing import tiny_model, tiny_tokenizer
 from wiseedit.testing.edit_sets import edit_set
 from wiseedit.wise.method import WiseMethod
@@ -40,7 +40,7 @@ def _prefill_then_decode(model, ids: torch.Tensor, split: int) -> torch.Tensor:
     out = model(input_ids=ids[:, :split], use_cache=True)
     logits, cache = [out.logits[0]], output_cache(out)
     for t in range(split, ids.shape[1]):
-        out = model(input_ids=ids[:, t:t + 1], past_key_values=cache, use_cache=True)
+        out = model(input_ids=ids[:, t:t + 1], use_cache=True, **{cache_keyword(model): cache})
         logits.append(out.logits[0])
         cache = output_cache(out)
     return torch.cat(logits)

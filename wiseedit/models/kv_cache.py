@@ -9,6 +9,7 @@ by its keyword, so a rename does not silently turn every decode step into a new 
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Mapping
 
 from transformers.cache_utils import Cache
@@ -44,9 +45,16 @@ def extends_cache(kwargs: Mapping[str, Any]) -> bool:
 
 
 def output_cache(output: Any) -> Any:
-    """The KV cache a model output carries (``past_key_values`` or, from transformers 5.24, ``cache``)."""
-    for name in ("past_key_values", "cache"):
+    """The KV cache a model output carries (``cache`` from transformers 5.24, ``past_key_values``
+    before; the new name first, as the old one is a deprecated alias that warns)."""
+    for name in ("cache", "past_key_values"):
         cache = getattr(output, name, None)
         if cache is not None:
             return cache
     return None
+
+
+def cache_keyword(model) -> str:
+    """The keyword under which `model`'s forward takes a KV cache: ``cache`` from transformers 5.24
+    (``past_key_values`` is deprecated there, to be removed in 5.40), ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
