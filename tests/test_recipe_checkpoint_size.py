@@ -94,7 +94,8 @@ def _stored(checkpoint):
 def _same(a, b):
     assert a.keys() == b.keys()
     for name in a:
-        assert a[name].dtype == b[name].dtype and torch.equal(a[name].view(torch.uint8), b[name].view(torch.uint8)), name
+        assert a[name].dtype == b[name].dtype, name
+        assert torch.equal(a[name].view(torch.uint8), b[name].view(torch.uint8)), name  # bit for bit
 
 
 def _nbytes(tensors):

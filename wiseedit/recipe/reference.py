@@ -6,9 +6,10 @@ Meta-training changes the default encoder (all-MiniLM-L6-v2, shipped by the pack
 (``encoder_lr`` 0) keeps all of it. A checkpoint's weights file therefore stores each encoder tensor by
 the rows that differ from the pretrained encoder's (:func:`~wiseedit.recipe.rows.compact`, bit for
 bit), and records the package, its version and the sha256 of the pretrained tensors it relies on
-(:data:`METADATA_KEY`, in the weights file's metadata). Reading rebuilds the whole weights from the installed package, or from a copy
-of those tensors in the checkpoint itself (:data:`REFERENCE_FILE`, written when an export carries the
-checkpoint), and refuses in one sentence when neither is there or the weights differ.
+(:data:`METADATA_KEY`, in the weights file's metadata). Reading rebuilds the whole weights from the
+installed package, or from a copy of those tensors in the checkpoint itself (:data:`REFERENCE_FILE`,
+written when an export carries the checkpoint), and refuses in one sentence when neither is there or
+the weights differ.
 
 Only the default encoder is referenced: a package pins its weights by version. An encoder given by
 folder or hub id is stored whole, since nothing keeps it where it was.
@@ -59,7 +60,7 @@ def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
     for name in sorted(tensors):
         value = tensors[name].contiguous()
         digest.update(f"{name}|{value.dtype}|{list(value.shape)}\n".encode())
-        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy())
     return "sha256:" + digest.hexdigest()
 
 

@@ -12,7 +12,7 @@ tensors keep only the rows that differ from zero, or for ``trained.*`` from the 
 
 Only the newest checkpoint of a training folder keeps its training state: resuming reads no other, so
 once a checkpoint is written whole, the older ones lose theirs and keep what editing needs (on the
-world model with the default settings, 57 MB each; 227 MB for the newest; docs/recipe.md).
+world model with the default settings, 57 MB each and 228 MB for the newest; docs/recipe.md).
 Checkpoints written before this still load and resume.
 """
 
@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from wiseedit.artifacts.atomic import atomic_directory
 from wiseedit.errors import BadInputError
 from wiseedit.models.fingerprint import base_fingerprint
+from wiseedit.recipe import reference, rows
 from wiseedit.recipe.checkpoint import (
     CHECKPOINT_FORMAT,
     META_FILE,
@@ -40,7 +41,6 @@ from wiseedit.recipe.checkpoint import (
     llm_hidden_size,
     read_weights,
 )
-from wiseedit.recipe import reference, rows
 from wiseedit.recipe.networks import RecipeNetworks
 from wiseedit.recipe.training.averaging import TRAINED_PREFIX
 
