@@ -279,7 +279,12 @@ def test_cosine_gate_answers_a_query_above_a_share_of_the_edits_own_prompt_cosin
     restored = RecipeMethod.restore(llama.llm, tok, saved)
     try:
         assert torch.equal(restored.store.own_cosines, own)
-        assert [r.margin for r in restored.lookup(prompts)] == [r.margin for r in looked_up]
+        again = restored.lookup(prompts)
+        # the query keys of the edits' prompts were encoded in another batch (apply's) than here, and
+        # padding moves the last bits of a key: equal to float rounding, the same decisions
+        torch.testing.assert_close(torch.tensor([r.margin for r in again]),
+                                   torch.tensor([r.margin for r in looked_up]), rtol=0, atol=1e-6)
+        assert [(r.id, r.hit) for r in again] == [(r.id, r.hit) for r in looked_up]
     finally:
         restored.detach()
     # a bar above each edit's own prompt, or a sentinel no edit beats: not even that prompt is answered
