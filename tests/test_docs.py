@@ -79,4 +79,4 @@ def test_plotted_figures_are_the_results_table():
         plotted = [float(row[m]) for m in ("rel", "gen", "loc", "rel_generated")]
         assert table == plotted, (row["method"], row["T"], table, plotted)
         checked += 1
-    assert checked == 20
+    assert checked == len(lines) - 1 >= 20  # every row of the csv, at least 5 methods x 4 T

@@ -33,7 +33,7 @@ from wiseedit.tokens import encode_pair
 from wiseedit.wise.config import MergeAlgorithm
 
 WISE_METHODS = ("wise", "wise-retrieve")
-DEFAULT_METHOD: MethodName = "wise"
+DEFAULT_METHOD: MethodName = "wise-retrieve"  # docs/wise.md "Shard size": it keeps what WISE-Merge merges away
 EXTRA_TOKENS = 2  # the before/after columns show this many tokens past the target's length
 
 

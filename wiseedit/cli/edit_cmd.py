@@ -47,7 +47,7 @@ def edit_command(
     model: ModelOpt = None,
     method: Annotated[Optional[MethodName], typer.Option(
         "--method", metavar="METHOD", rich_help_panel=METHOD_PANEL, show_default=False,
-        help="wise, wise-retrieve, grace, ft-l, recipe or none (no change: a baseline). Default: wise; "
+        help="wise-retrieve, wise, grace, ft-l, recipe or none (no change: a baseline). Default: wise-retrieve; "
              "with --delta, the delta's own.")] = None,
     delta: Annotated[Optional[Path], typer.Option(
         "--delta", metavar="DIR", rich_help_panel=OUTPUT_PANEL,

@@ -30,7 +30,7 @@ from wiseedit.registry import METHOD_NAMES
 
 EXAMPLE = "wiseedit eval --model world --method wise,grace -T 1,10 --limit 20"
 DEFAULT_SUITE = "world"
-DEFAULT_METHODS = "wise"
+DEFAULT_METHODS = "wise-retrieve"
 DEFAULT_T = "1,10,100"
 
 HELP = "\n\n".join([
