@@ -30,8 +30,9 @@ def tok():
 
 def trained(tok, arch, cached, n_iter=6, **options):
     model = tiny_model(arch, tok, ffn_mult=8)
+    # one shard for both edits (the second rehearses the first), whatever the auto shard size
     method = WiseMethod.create(model, tok, {"n_iter": n_iter, "num_templates": 2, "early_stop_loss": 0.0,
-                                            "cache_activations": cached, **options})
+                                            "cache_activations": cached, "save_freq": 3, **options})
     method.apply(EDITS[:2])
     return method
 
