@@ -43,8 +43,9 @@ class TopPositions:
     """What the top layer at N positions needs besides its input, the same at every step of an edit.
 
     The layer's input is given as rows of an (R, W) grid of tokens: every position of the grid, or
-    its real tokens alone (``inside``; padding is masked out of attention and read by nothing, so its
-    keys and values are left zero). The queries are laid out per grid row, (R, Q) slots for at most
+    only the tokens some position attends to (``inside``: padding, and a row's tokens after its last
+    position, are masked out of attention and read by nothing, so their keys and values are left
+    zero). The queries are laid out per grid row, (R, Q) slots for at most
     Q positions per row (a row's spare slots repeat its first position and are dropped after
     attention), so that attention runs on the rows' keys and values as they are, not on a copy of
     them per position."""
@@ -64,20 +65,23 @@ class TopPositions:
     def of(cls, call: tuple, pad_mask: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
            packed: bool) -> TopPositions:
         """From the top layer's recorded `call`, the (R, W) padding mask of its input grid and the
-        N positions (rows, cols), sorted by row; `packed`: the input is the grid's real tokens."""
+        N positions (rows, cols), sorted by row; `packed`: the input is the grid's tokens that some
+        position attends to (the real tokens of each row up to its last position), in order."""
         R, W = pad_mask.shape
         device = cols.device
-        real = pad_mask.bool()                                              # (R, W)
         cos, sin = (t[:R, :W].expand(R, W, -1) for t in call[1]["position_embeddings"])  # (R, W, hd)
         counts = torch.bincount(rows, minlength=R)                          # (R,) positions per row
         Q = int(counts.max())
         starts = counts.cumsum(0) - counts                                  # (R,) first position of each row
         slot = torch.arange(len(rows), device=device) - starts[rows]        # (N,) slot within its row
-        slot_cols = cols[starts.clamp_max(len(cols) - 1)][:, None].repeat(1, Q)   # (R, Q) spare: first position
+        first = torch.where(counts > 0, cols[starts.clamp_max(len(cols) - 1)], 0)  # (R,) a row's spare slots
+        slot_cols = first[:, None].repeat(1, Q)                             # (R, Q)
         slot_cols[rows, slot] = cols
         slot_rows = torch.arange(R, device=device)[:, None].expand(R, Q)
-        allowed = (torch.arange(W, device=device) <= slot_cols[..., None]) & real[:, None]  # (R, Q, W) causal
-        grid_of = real.reshape(-1) if packed else torch.ones(R * W, dtype=torch.bool, device=device)
+        # the keys some position attends to: causal, no padding
+        keys = (torch.arange(W, device=device) <= slot_cols.amax(1)[:, None]) & pad_mask.bool()  # (R, W)
+        allowed = (torch.arange(W, device=device) <= slot_cols[..., None]) & keys[:, None]       # (R, Q, W)
+        grid_of = keys.reshape(-1) if packed else torch.ones(R * W, dtype=torch.bool, device=device)
         row_of = grid_of.long().cumsum(0) - 1                               # (R * W,) input row of each position
         inside = grid_of.nonzero().squeeze(1) if packed else None
         return cls((R, W), inside, row_of[rows * W + cols], row_of[(slot_rows * W + slot_cols).reshape(-1)],
@@ -102,8 +106,8 @@ def top_layer_at(layer: nn.Module, hidden: torch.Tensor, at: TopPositions) -> to
         q, k = attn.q_norm(q), attn.k_norm(k)
     q = _rotary(q.transpose(1, 2), at.cos_q, at.sin_q)                     # (R, H, Q, hd)
     k = _rotary(k, at.cos_k, at.sin_k).view(m, -1)                         # (m, Hkv * hd)
-    if at.inside is not None:  # onto the grid, zero at padding
-        k, v = (t.new_zeros(R * W, t.shape[-1]).index_copy(0, at.inside, t) for t in (k, v))
+    if at.inside is not None:  # onto the grid, zero where nothing attends
+        k, v = (t.new_zeros(R * W, t.shape[-1]).index_copy_(0, at.inside, t) for t in (k, v))
     k, v = (t.view(R, W, -1, hd).transpose(1, 2) for t in (k, v))         # (R, Hkv, W, hd)
     groups = q.shape[1] // k.shape[1]
     if groups > 1:  # grouped-query attention: each key/value head serves `groups` query heads

@@ -122,9 +122,10 @@ class UpperStack:
             R, W = int(rows.max()) + 1, int(cols.max()) + 1
             packed = shortcut and len(rec.calls) == 1  # the top layer sits right above the edited one
             self.top_at = TopPositions.of(rec.calls[-1], batch.attention_mask[:R, :W].to(device), rows, cols, packed)
-            if packed:  # its input at the grid's real tokens: recorded, plus dx there
-                inside = tokens[:R, :W]                                                 # (R, W)
-                self.region = (packed_at[:R, :W][inside], rec.base_out[:R, :W][inside])  # rows of dx, base there
+            if packed:  # its input at the grid's tokens some position attends to: recorded, plus dx there
+                inside = self.top_at.inside                                             # (m,) grid positions
+                self.region = (packed_at[:R, :W].reshape(-1)[inside],                   # rows of dx, base there
+                               rec.base_out[:R, :W].reshape(R * W, -1)[inside])
                 if side.pooling == "last":  # dx is read nowhere else: the side memory skips the rest
                     self._keep(torch.cat([self.region[0], self.last_index]).unique())
 
@@ -143,7 +144,7 @@ class UpperStack:
     def unpacked(self, dx: torch.Tensor) -> torch.Tensor:
         """`dx` (M, out) laid out as the batch (B, T, out), zero at the other tokens."""
         B, T = self.rec.h.shape[:2]
-        return dx.new_zeros((B * T, dx.shape[-1])).index_copy(0, self.token_index, dx).view(B, T, -1)
+        return dx.new_zeros((B * T, dx.shape[-1])).index_copy_(0, self.token_index, dx).view(B, T, -1)
 
     def scores(self, dx: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """The side memory's routing scores (B,) of the batch's rows from packed `dx`."""
