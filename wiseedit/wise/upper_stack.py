@@ -119,7 +119,7 @@ class UpperStack:
         # the top layer reads the first R rows (edit rows come first) up to the last target's input
         self.region = None
         if self.top_subset:
-            R, W = int(rows.max()) + 1, int(cols.max()) + 1
+            R, W = self.top_grid = (int(rows.max()) + 1, int(cols.max()) + 1)
             packed = shortcut and len(rec.calls) == 1  # the top layer sits right above the edited one
             self.top_at = TopPositions.of(rec.calls[-1], batch.attention_mask[:R, :W].to(device), rows, cols, packed)
             if packed:  # its input at the grid's tokens some position attends to: recorded, plus dx there
@@ -169,7 +169,7 @@ class UpperStack:
         if self.top_subset:
             for layer, call in above[:-1]:
                 hidden = _call(layer, call, hidden)
-            R, W = self.top_at.grid
+            R, W = self.top_grid
             top = top_layer_at(above[-1][0], hidden[:R, :W].reshape(R * W, -1), self.top_at)  # (N, d)
         else:
             for layer, call in above:
