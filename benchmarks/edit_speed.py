@@ -16,13 +16,16 @@ On one model and the same edits, in one run, alternating (``--repeats`` rounds, 
   take exactly ``--n-iter`` steps per edit. Its batch also holds the rehearsed earlier edits (the
   auto preset's default), so it does at least the reference's work per step.
 
-Prints seconds per edit for each and, last, ``ratio vs reference: X.XX`` (reference / wiseedit).
+Prints the machine's load average (on a shared machine, other work running on the cores slows many
+small operations split over threads, wiseedit's, more than a few large ones, the reference's), seconds
+per edit for each and, last, ``ratio vs reference: X.XX`` (reference / wiseedit).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -154,13 +157,15 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, tok, edits, name = load(args)
+    load_before = os.getloadavg()[0]  # other work on the machine decides what threads are worth
     reference, ours = [], []
     for _ in range(args.repeats):
         seconds, method = wiseedit_edits(model, tok, edits, args.n_iter)
         ours.append(seconds)
         reference.append(reference_edits(model, tok, method.module_path, method.templates, edits, args.n_iter))
     print(f"{name}; edited module {method.module_path}; {len(edits)} edits x {args.n_iter} steps "
-          f"({len(method.templates)} templates); {args.threads} threads; median of {args.repeats}")
+          f"({len(method.templates)} templates); {args.threads} threads; median of {args.repeats}; "
+          f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
     print(f"{'path':<34}{'s/edit':>10}")
     print(f"{'reference (full forward, paper)':<34}{statistics.median(reference):>10.3f}")
     print(f"{'wiseedit default':<34}{statistics.median(ours):>10.3f}")

@@ -41,7 +41,7 @@ def trained(tok, arch, cached, n_iter=6, **options):
 # the attention output, the top layer itself, and a layer with two layers above it
 CASES = [("llama", {}), ("mistral", {}), ("qwen2", {}), ("gpt2", {}), ("gptj", {}),
          ("llama", {"module": "model.layers.4.mlp.up_proj"}), ("llama", {"module": "model.layers.4.self_attn.o_proj"}),
-         ("llama", {"layer": 5}), ("qwen2", {"layer": 2})]
+         ("llama", {"layer": 5}), ("qwen2", {"layer": 2}), ("llama", {"pooling": "mean"})]
 
 
 @pytest.mark.parametrize("arch,options", CASES)
@@ -110,6 +110,8 @@ def _stack(tok, arch, module=None):
     ("llama", None, (True, True)),                              # down_proj: both shortcuts
     ("llama", "model.layers.4.mlp.up_proj", (False, False)),  # not added to the residual: no shortcut
     ("gpt2", None, (True, False)),                              # not a Llama-family top layer
+    ("mistral", None, (True, True)),                            # grouped-query attention
+    ("qwen2", None, (True, True)),
 ])
 def test_each_shortcut_is_used_only_where_it_agrees_with_the_model(tok, arch, module, expected):
     stack = _stack(tok, arch, module)
@@ -171,3 +173,21 @@ def test_a_top_layer_that_cannot_be_called_this_way_is_not_used(tok, monkeypatch
     monkeypatch.setattr(upper_stack, "top_layer_at", refuse)
     stack = _stack(tok, "llama")
     assert (stack.shortcut, stack.top_subset) == (False, False)
+
+
+def test_recording_the_module_input_stops_the_forward_there(tok):
+    """The forwards that record the edited module's input (keys, thresholds, centre) end at the
+    module: the same tensor as a full forward's, and the layers above it never run."""
+    model = tiny_model("llama", tok, ffn_mult=8)
+    method = WiseMethod.create(model, tok, {"num_templates": 1})
+    enc = build_batch(tok, EDITS[:2], ["{}"], ["Unrelated words here"])
+    seen, above = {}, []
+    hook = method.layer.register_forward_pre_hook(lambda mod, args: seen.__setitem__("h", args[0]))
+    with torch.no_grad():
+        model(input_ids=enc.input_ids, attention_mask=enc.attention_mask)
+    hook.remove()
+    hook = method.decoder_layers[method.layer_index + 1].register_forward_pre_hook(lambda *a: above.append(1))
+    h = method._module_inputs(enc.input_ids, enc.attention_mask)
+    hook.remove()
+    assert torch.equal(h, seen["h"])
+    assert above == []

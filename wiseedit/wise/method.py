@@ -30,6 +30,7 @@ from wiseedit.wise.irrelevant import irrelevant_row
 from wiseedit.wise.key_threshold import auto_key_threshold, context_similarity
 from wiseedit.wise.memory import Memory, merge_seed, shard_mask, shard_mask_seed
 from wiseedit.wise.merging import merge
+from wiseedit.wise.partial_forward import run_until
 from wiseedit.wise.routing import install_call_hook
 from wiseedit.wise.saved import edit_ranges, memory_texts
 from wiseedit.wise.side_memory import SideMemoryLayer
@@ -201,8 +202,10 @@ class WiseMethod(EditingMethod):
                 layer_output["hidden"] = out[0] if isinstance(out, tuple) else out
             hooks.append(self.decoder_layers[self.layer_index].register_forward_hook(keep))
         saved, self.layer.memories = self.layer.memories, []
-        try:
-            self.model.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        try:  # ended as soon as what is asked for is recorded
+            run_until(lambda: self.model.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False),
+                      self.decoder_layers[self.layer_index] if layer_output is not None else self.layer,
+                      after=layer_output is not None)
         finally:
             self.layer.memories = saved
             for hook in hooks:

@@ -93,6 +93,13 @@ class SideMemoryLayer(nn.Module):
             delta_out = delta_out - self.delta_out(self.center, delta)
         return routing_scores(delta_out, token_mask, self.pooling)
 
+    def distances(self, delta_out: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """The per-position distance d_t of the module docstring (...,) from ``delta_out`` (..., out):
+        what :meth:`scores` pools, for callers that need it at a few positions only."""
+        if self.center is not None:
+            delta_out = delta_out - self.delta_out(self.center, delta)
+        return delta_out.float().norm(dim=-1)
+
     def key_of(self, x: torch.Tensor) -> torch.Tensor:
         """Unit-length centred inputs (..., in) float32: what the key router compares."""
         x = x.float()

@@ -112,14 +112,14 @@ class ShardTrainer:
                                                             self.layer, batch, rows, cols - 1,
                                                             self.layer.main_weight, self.fast_path)
         if stack is not None:
-            targets = batch.labels[rows, cols]                                  # (N,)
             head = self.model.get_output_embeddings()
+            targets = batch.labels[rows, cols].to(head.weight.device)          # (N,)
 
             def step_loss() -> torch.Tensor:
-                dx = stack.extra_out(delta)                                    # (B, T, out), once per step
+                dx = stack.extra_out(delta)                                    # (M, out), once per step
                 logits = head(stack.final_hidden(delta, dx))                   # (N, V)
-                ce = F.cross_entropy(logits.float(), targets.to(logits.device))
-                scores = self.layer.scores(dx, delta, batch.prompt_mask)
+                ce = F.cross_entropy(logits.float(), targets)
+                scores = stack.scores(dx, delta)                               # (B,)
                 return ce + hp.margin_weight * margin_loss(scores, batch.num_edit_rows, hp)
 
             return self._optimise(step_loss, delta, mask, hp, nullcontext())
@@ -152,6 +152,7 @@ class ShardTrainer:
         The update is torch.optim.SGD's (no momentum: ``p -= lr * (g + weight_decay * p)``, the same
         operations), written out: the optimizer object's bookkeeping cost a millisecond a step."""
         prev, steps, loss_value = None, 0, float("nan")
+        mask = mask.to(delta.dtype)  # once, not a conversion of the (out, in) mask at every step
         with frozen(self.model), context:  # gradients flow to the delta only
             for steps in range(1, hp.n_iter + 1):
                 loss = step_loss()
@@ -160,7 +161,7 @@ class ShardTrainer:
                 with torch.no_grad():
                     grad = delta.grad.mul_(mask)
                     if hp.weight_decay:
-                        grad = grad.add(delta, alpha=hp.weight_decay)
+                        grad.add_(delta, alpha=hp.weight_decay)
                     delta.add_(grad, alpha=-hp.lr)
                     delta.clamp_(-hp.norm_constraint, hp.norm_constraint)
                 loss_value = loss.item()

@@ -1,19 +1,23 @@
 """The fast path of a WISE edit: per step, only what the side memory can change is computed.
 
 During an edit only the side memory's delta changes; everything else is frozen and sees the same
-tokens at every step. One no-grad forward per edit (:func:`record_upper`) keeps:
+tokens at every step. One no-grad forward per edit (:func:`record_upper`, ended at the top layer's
+call) keeps:
 
 - ``h``: the edited module's input (B, T, in): constant, so the side memory's extra output
-  ``dx = h @ delta^T`` is one matmul per step, shared by the edit loss and the routing loss;
+  ``dx = h @ delta^T`` is one matmul per step, shared by the edit loss and the routing loss, on the
+  tokens something reads (no padding);
 - the edited layer's output with the side memory off (B, T, d): when the edited module writes
-  straight into the residual stream (FFN down projection, attention output), the layer's output with
-  the side memory on is that plus ``dx`` (the *shortcut*), so the edited layer itself is not run
-  again;
+  straight into the residual stream (FFN down projection), the layer's output with the side memory
+  on is that plus ``dx`` (the *shortcut*), so the edited layer itself is not run again;
 - the arguments each layer above received (attention mask, rotary embeddings, ...), so the layers
   above are called directly, without the model-level forward (mask building, rotary tables);
 - for Llama-family layers, the top layer runs its queries, attention output and MLP only at the
-  positions whose logits the loss reads (keys and values at every position): the head and the top
-  layer's MLP cost a few positions, not the whole batch.
+  positions whose logits the loss reads, and its keys and values at the real tokens of the rows
+  those read (:mod:`wiseedit.wise.top_layer`): the head and the top layer's MLP cost a few
+  positions, not the whole batch;
+- with pooling "last" the routing score reads one position per row, so ``dx`` is computed there and
+  at the top layer's tokens alone.
 
 Every shortcut is checked once per method (at its first edit) against the model's own forward with
 a random delta (:meth:`UpperStack.verified`); a configuration that disagrees beyond float tolerance is not used,
@@ -27,8 +31,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from wiseedit.wise.partial_forward import run_until
+from wiseedit.wise.top_layer import TopPositions, llama_like, top_layer_at
 
 _FINAL_NORMS = ("norm", "ln_f", "final_layernorm", "final_layer_norm")
 # what calling a layer outside its model's forward raises where a shortcut does not fit that model
@@ -62,8 +68,9 @@ def record_upper(model, layers: nn.ModuleList, index: int, side, batch) -> Upper
     base = model.base_model
     saved, side.memories = side.memories, []  # the main memory alone
     try:
-        with torch.no_grad():
-            base(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+        with torch.no_grad():  # nothing past the top layer's arguments is needed: it ends there
+            run_until(lambda: base(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False),
+                      layers[-1], after=index == len(layers) - 1)
     finally:
         side.memories = saved
         for hook in hooks:
@@ -80,80 +87,80 @@ def _call(layer: nn.Module, call: tuple, hidden: torch.Tensor) -> torch.Tensor:
     return _hidden(layer(**{**kwargs, "hidden_states": hidden}))
 
 
-def _llama_like(layer: nn.Module, call: tuple) -> bool:
-    attn = getattr(layer, "self_attn", None)
-    return (attn is not None and "position_embeddings" in call[1]
-            and all(hasattr(layer, n) for n in ("input_layernorm", "post_attention_layernorm", "mlp"))
-            and all(hasattr(attn, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj", "head_dim", "scaling")))
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
-def top_layer_at(layer: nn.Module, hidden: torch.Tensor, call: tuple, pad_mask: torch.Tensor,
-                 rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """A Llama-family decoder layer's output (N, d) at the N positions (rows, cols) only.
-
-    hidden (B, T, d) is the layer's input; keys and values are computed at every position (the
-    queries attend to them), queries, attention output and MLP only at the N positions.
-    """
-    attn = layer.self_attn
-    B, T, _ = hidden.shape
-    hd = attn.head_dim
-    x = layer.input_layernorm(hidden)                                      # (B, T, d)
-    k = attn.k_proj(x).view(B, T, -1, hd)                                  # (B, T, Hkv, hd)
-    v = attn.v_proj(x).view(B, T, -1, hd).transpose(1, 2)                  # (B, Hkv, T, hd)
-    q = attn.q_proj(x[rows, cols]).view(len(rows), -1, hd)                 # (N, H, hd)
-    if hasattr(attn, "q_norm"):  # Qwen3-style per-head norms, before rotary
-        q, k = attn.q_norm(q), attn.k_norm(k)
-    k = k.transpose(1, 2)                                                  # (B, Hkv, T, hd)
-    cos, sin = (t[:, :T] for t in call[1]["position_embeddings"])          # (1 or B, T, hd)
-    at = rows if cos.shape[0] > 1 else torch.zeros_like(rows)
-    q = q * cos[at, cols][:, None] + _rotate_half(q) * sin[at, cols][:, None]
-    k = k * cos[:, None] + _rotate_half(k) * sin[:, None]
-    groups = q.shape[1] // k.shape[1]
-    k, v = k[rows], v[rows]                                                # (N, Hkv, T, hd)
-    if groups > 1:  # grouped-query attention: each key/value head serves `groups` query heads
-        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-    allowed = (torch.arange(T, device=cols.device) <= cols[:, None]) & pad_mask[rows].bool()  # (N, T) causal
-    out = F.scaled_dot_product_attention(q[:, :, None], k, v, attn_mask=allowed[:, None, None],
-                                         scale=attn.scaling)               # (N, H, 1, hd)
-    mid = hidden[rows, cols] + attn.o_proj(out.reshape(len(rows), -1))     # (N, d)
-    return mid + layer.mlp(layer.post_attention_layernorm(mid))
-
-
 class UpperStack:
-    """Computes the final hidden states (N, d) before the N target tokens of a batch, from ``dx``."""
+    """Computes the final hidden states (N, d) before the N target tokens of a batch, and the
+    routing scores of its rows, from ``dx``.
+
+    ``dx`` (:meth:`extra_out`) has one row per token whose extra output something reads, in the
+    batch's row-major order: every real token (padding, about a quarter of a batch of templates, is
+    masked out of attention and of the routing score), or, when the top layer sits right above the
+    edited one and the score pools the last routing token, the real tokens of the rows the top layer
+    reads and each row's last routing token.
+    """
 
     def __init__(self, rec: UpperInputs, layers: nn.ModuleList, index: int, side, batch,
                  rows: torch.Tensor, cols: torch.Tensor, shortcut: bool, top_subset: bool):
         self.rec, self.layers, self.index, self.side = rec, layers, index, side
         self.rows, self.cols = rows, cols            # (N,) the positions before the targets
-        self.pad_mask = batch.attention_mask
         self.shortcut = shortcut
         # the top layer at the N positions only, if it is not the edited layer itself
-        self.top_subset = top_subset and bool(rec.calls) and _llama_like(layers[-1], rec.calls[-1])
-        # rows and tokens the top layer needs: edit rows come first, targets end their rows
-        self.width = (int(rows.max()) + 1, int(cols.max()) + 1)
-        # padding is about a quarter of a batch of templates: the side memory skips it (it reaches
-        # no loss: masked out of attention and of the routing score)
-        tokens = batch.attention_mask.to(rec.h.device).bool()         # (B, T)
+        self.top_subset = top_subset and bool(rec.calls) and llama_like(layers[-1], rec.calls[-1])
+        device = rec.h.device
+        tokens = batch.attention_mask.to(device).bool()               # (B, T)
         self.token_index = tokens.reshape(-1).nonzero().squeeze(1)    # (M,) flat positions of real tokens
-        self.h_tokens = rec.h[tokens]                                  # (M, in)
+        self.h_tokens = rec.h[tokens].float()                          # (M, in) in the delta's dtype
+        self.routing = batch.prompt_mask.to(device).bool()             # (B, T) the router's tokens
+        # pooling "last" reads one position per row: each row's last routing token, as a row of dx
+        positions = torch.arange(tokens.shape[1], device=device).expand_as(tokens)
+        last = positions.masked_fill(~self.routing, -1).amax(1).clamp_min(0)            # (B,)
+        packed_at = tokens.reshape(-1).long().cumsum(0).view_as(tokens) - 1             # (B, T) row of dx
+        self.last_index = packed_at[torch.arange(len(last), device=device), last]       # (B,)
+        self.has_routing = self.routing.any(1).float()                                  # (B,)
+        # the top layer reads the first R rows (edit rows come first) up to the last target's input
+        self.region = None
+        if self.top_subset:
+            R, W = self.top_grid = (int(rows.max()) + 1, int(cols.max()) + 1)
+            packed = shortcut and len(rec.calls) == 1  # the top layer sits right above the edited one
+            self.top_at = TopPositions.of(rec.calls[-1], batch.attention_mask[:R, :W].to(device), rows, cols, packed)
+            if packed:  # its input at the grid's tokens some position attends to: recorded, plus dx there
+                inside = self.top_at.inside                                             # (m,) grid positions
+                self.region = (packed_at[:R, :W].reshape(-1)[inside],                   # rows of dx, base there
+                               rec.base_out[:R, :W].reshape(R * W, -1)[inside])
+                if side.pooling == "last":  # dx is read nowhere else: the side memory skips the rest
+                    self._keep(torch.cat([self.region[0], self.last_index]).unique())
+
+    def _keep(self, rows: torch.Tensor) -> None:
+        """Keep rows `rows` (sorted) of dx alone, renumbering what indexes them."""
+        renumber = torch.full((len(self.token_index),), -1, dtype=torch.long, device=rows.device)
+        renumber[rows] = torch.arange(len(rows), device=rows.device)
+        self.token_index, self.h_tokens = self.token_index[rows], self.h_tokens[rows]
+        self.last_index = renumber[self.last_index]
+        self.region = (renumber[self.region[0]],) + self.region[1:]
 
     def extra_out(self, delta: torch.Tensor) -> torch.Tensor:
-        """The side memory's extra output dx (B, T, out) float32, zero at padding."""
-        packed = self.side.delta_out(self.h_tokens, delta)             # (M, out)
+        """The side memory's extra output dx (M, out) float32 at the M tokens of the class docstring."""
+        return self.side.delta_out(self.h_tokens, delta)
+
+    def unpacked(self, dx: torch.Tensor) -> torch.Tensor:
+        """`dx` (M, out) laid out as the batch (B, T, out), zero at the other tokens."""
         B, T = self.rec.h.shape[:2]
-        return packed.new_zeros((B * T, packed.shape[-1])).index_copy(0, self.token_index, packed).view(B, T, -1)
+        return dx.new_zeros((B * T, dx.shape[-1])).index_copy_(0, self.token_index, dx).view(B, T, -1)
+
+    def scores(self, dx: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """The side memory's routing scores (B,) of the batch's rows from packed `dx`."""
+        if self.side.pooling == "last":  # one position per row
+            return self.side.distances(dx.index_select(0, self.last_index), delta) * self.has_routing
+        return self.side.scores(self.unpacked(dx), delta, self.routing)
 
     def final_hidden(self, delta: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
-        """(N, d) after the final norm; dx = :meth:`extra_out` of `delta` (B, T, out)."""
+        """(N, d) after the final norm; dx = :meth:`extra_out` of `delta` (M, out)."""
         rec = self.rec
+        if self.region is not None:  # the top layer's input at real tokens: recorded, plus dx
+            rows_of_dx, base = self.region
+            hidden = base + dx.index_select(0, rows_of_dx).to(base.dtype)               # (m, d)
+            return rec.final_norm(top_layer_at(self.layers[-1], hidden, self.top_at))
         if self.shortcut:
-            hidden = rec.base_out + dx.to(rec.base_out.dtype)             # (B, T, d)
+            hidden = rec.base_out + self.unpacked(dx).to(rec.base_out.dtype)             # (B, T, d)
         else:
             with self.side.training_delta(delta):
                 hidden = _call(self.layers[self.index], rec.layer_input, rec.layer_input[0][0]
@@ -162,9 +169,8 @@ class UpperStack:
         if self.top_subset:
             for layer, call in above[:-1]:
                 hidden = _call(layer, call, hidden)
-            rows_, width = self.width
-            top = top_layer_at(above[-1][0], hidden[:rows_, :width], above[-1][1],
-                               self.pad_mask[:rows_, :width], self.rows, self.cols)  # (N, d)
+            R, W = self.top_grid
+            top = top_layer_at(above[-1][0], hidden[:R, :W].reshape(R * W, -1), self.top_at)  # (N, d)
         else:
             for layer, call in above:
                 hidden = _call(layer, call, hidden)
@@ -207,7 +213,7 @@ class UpperStack:
                 try:
                     stack = cls(rec, layers, index, side, batch, rows, cols, shortcut, top_subset)
                     dx = stack.extra_out(probe)
-                    if shortcut and dx.shape != rec.base_out.shape:  # e.g. an up projection: no shortcut
+                    if shortcut and dx.shape[-1] != rec.base_out.shape[-1]:  # e.g. an up projection: no shortcut
                         continue
                     fast = stack.final_hidden(probe, dx).float()
                 except _NOT_APPLICABLE:  # a layer that cannot be called this way: the next configuration
