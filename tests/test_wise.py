@@ -460,13 +460,17 @@ def test_preconditioner_moves_nearly_parallel_inputs_apart_at_a_lone_tokens_rate
         torch.testing.assert_close(ours, gain * k * p.squeeze(1), rtol=1e-3, atol=1e-5)
 
 
-def test_reference_preset_trains_with_plain_sgd_and_the_papers_clamp(tok):
-    """The reference preset is the paper's optimisation: no preconditioner, the delta clamped to
-    +- 1.0; the auto preset preconditions and does not clamp."""
-    model = tiny_model("llama", tok)
-    auto = WiseMethod.create(model, tok)
-    reference = WiseMethod.create(tiny_model("llama", tok), tok, {"preset": "reference"})
-    assert auto.config.norm_constraint is None and reference.config.norm_constraint == 1.0
-    auto.scale = reference.scale = {"R": 1.0, "H2": 1.0}
-    assert auto._hyper().precondition and auto._hyper().norm_constraint == float("inf")
-    assert not reference._hyper().precondition and reference._hyper().norm_constraint == 1.0
+@pytest.mark.parametrize("options,precondition,clamp", [
+    ({}, True, float("inf")),
+    ({"norm_constraint": 2.0}, True, 2.0),
+    ({"router": "norm"}, False, 1.0),
+    ({"preset": "reference"}, False, 1.0),
+])
+def test_the_norm_router_and_the_reference_train_with_plain_sgd_and_the_papers_clamp(tok, options,
+                                                                                    precondition, clamp):
+    """The key router (auto) preconditions and does not clamp; the norm router, which decides by the
+    memory's response, and the reference preset train as the paper: SGD, the delta within +- 1.0."""
+    method = WiseMethod.create(tiny_model("llama", tok), tok, options)
+    method.scale = {"R": 1.0, "H2": 1.0}
+    hyper = method._hyper()
+    assert (hyper.precondition, hyper.norm_constraint) == (precondition, clamp)

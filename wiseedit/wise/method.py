@@ -191,7 +191,7 @@ class WiseMethod(EditingMethod):
             s, h2 = self.scale["R"], self.scale["H2"]
             return Hyper(cfg.n_iter, cfg.lr * s * s / h2, cfg.weight_decay, cfg.alpha * s, cfg.beta * s,
                          cfg.gamma * s, 1.0 / s, clamp, cfg.early_stop_loss, cfg.early_stop_delta,
-                         precondition=True)
+                         precondition=cfg.router == "key")
         return Hyper(cfg.n_iter, cfg.lr, cfg.weight_decay, cfg.alpha, cfg.beta, cfg.gamma, 1.0,
                      clamp, cfg.early_stop_loss, cfg.early_stop_delta, precondition=False)
 
@@ -384,6 +384,10 @@ def _resolved(config: WiseConfig, model_config, entries: int) -> WiseConfig:
     for key, value in defaults.items():
         if values[key] is None:
             values[key] = value
+    if values["norm_constraint"] is None and values["router"] != "key":
+        # the norm router decides by the memory's response, which an unbounded delta enlarges on every
+        # input (world T = 10 Loc .85 -> .15 without the clamp): the paper's bound stays
+        values["norm_constraint"] = 1.0
     if values["merge_freq"] is None:  # WISE-Retrieve auto: a shard is merged alone, into a memory of its own
         values["merge_freq"] = values["save_freq"] if config.retrieve and config.preset == "auto" else 1000
     return WiseConfig.from_options(values)

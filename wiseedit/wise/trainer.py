@@ -5,8 +5,8 @@ Loss = cross-entropy on the target tokens + the routing margin loss on the per-r
 
     L_a = pos(out - in + gamma) + pos(out - alpha) + pos(beta - in),  pos(v) = mean of v's positive entries
 
-SGD on the delta ``W_side - W_main`` (in the auto preset with the gradient preconditioned so that
-the tokens of an edit's own text learn apart, :mod:`wiseedit.wise.preconditioner`), the shard mask
+SGD on the delta ``W_side - W_main`` (in the auto preset with the key router, the gradient
+preconditioned so that the tokens of an edit's own text learn apart, :mod:`wiseedit.wise.preconditioner`), the shard mask
 applied to the gradient, the delta clamped to +- norm_constraint after every step, early stop when
 the loss is small and flat.
 
@@ -49,7 +49,7 @@ class Hyper:
     norm_constraint: float
     early_stop_loss: float
     early_stop_delta: float
-    precondition: bool     # auto preset: the edits' own tokens learn apart (preconditioner.py); reference: SGD
+    precondition: bool     # auto preset, key router: an edit's own tokens learn apart (preconditioner.py)
 
 
 @dataclass
