@@ -2,10 +2,11 @@
 (steps, final loss), then Rel on the edits and Loc on unrelated prompts sharing their words, both
 through plain forwards (no query mask), as any scoring pipeline runs them.
 
-    python scripts/wise_edit_sets.py [--arch llama,gpt2] [--seeds 0,1] [--vocab cities,people] [--option k=v]
+    python scripts/wise_edit_sets.py [--arch llama,gpt2] [--seeds 0,1] [--vocab cities,people]
+                                     [--vocab-size 300] [--option k=v]
 
-Tiny models: 6 layers, hidden 64, FFN 1024 (``ffn_mult=16``), random weights of seed 0, the 1000-token
-test tokenizer; edit sets from :func:`wiseedit.testing.edit_sets.edit_set` (10 edits, 50 unrelated).
+Tiny models: 6 layers, hidden 64, FFN 1024 (``ffn_mult=16``), random weights of seed 0, the test
+tokenizer (1000 tokens; 300 spells most targets letter by letter, so tokens repeat inside them); edit sets from :func:`wiseedit.testing.edit_sets.edit_set` (10 edits, 50 unrelated).
 """
 
 from __future__ import annotations
@@ -54,12 +55,13 @@ def main() -> None:
     parser.add_argument("--arch", default=",".join(TINY_ARCHITECTURES))
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--vocab", default="cities,people,things")
+    parser.add_argument("--vocab-size", type=int, default=1000, help="the test tokenizer's vocabulary size")
     parser.add_argument("--option", action="append", default=[], help="a WISE option, key=value")
     parser.add_argument("--verbose", action="store_true", help="per-edit steps, loss and Rel")
     args = parser.parse_args()
     torch.set_num_threads(1)
     options = {k: ast.literal_eval(v) for k, v in (o.split("=", 1) for o in args.option)}
-    tok = tiny_tokenizer(vocab_size=1000)
+    tok = tiny_tokenizer(vocab_size=args.vocab_size)
     print("| architecture | vocabulary | seed | Rel | Loc |\n| --- | --- | --- | --- | --- |")
     for arch in args.arch.split(","):
         for vocab in args.vocab.split(","):

@@ -15,6 +15,7 @@ from wiseedit.testing import tiny_model, tiny_tokenizer
 from wiseedit.wise import upper_stack
 from wiseedit.wise.batch import build_batch
 from wiseedit.wise.method import WiseMethod
+from wiseedit.wise.preconditioner import MAX_GAIN
 
 EDITS = [
     EditRecord(prompt="The capital of Zorvia is", target="Paris", id="e0"),
@@ -48,7 +49,9 @@ CASES = [("llama", {}), ("mistral", {}), ("qwen2", {}), ("gpt2", {}), ("gptj", {
 def test_fast_path_trains_the_same_delta_as_the_full_forward(tok, arch, options):
     fast, full = (trained(tok, arch, cached, **options).current.delta for cached in (True, False))
     assert fast.abs().max() > 0
-    torch.testing.assert_close(fast, full, rtol=1e-4, atol=1e-5)
+    # the two sum in different orders; the preconditioner raises rounding along nearly parallel
+    # inputs up to MAX_GAIN times, as it raises the gradient there
+    torch.testing.assert_close(fast, full, rtol=1e-4, atol=1e-5 * MAX_GAIN)
 
 
 def _calls(module, into: list):

@@ -19,6 +19,7 @@ class EditBatch(TokenBatch):
     prompt, without template context or special tokens) and `labels` the targets."""
 
     num_edit_rows: int = 0
+    bare_rows: tuple[int, ...] = ()  # edit rows without template context: "{}" rows and rehearsed edits
 
 
 def build_batch(tokenizer, edits: Sequence[EditRecord], templates: Sequence[str],
@@ -34,9 +35,11 @@ def build_batch(tokenizer, edits: Sequence[EditRecord], templates: Sequence[str]
     pairs += [(e.prompt, e.target) for e in rehearsed]
     pairs += [(text, None) for text in irrelevant]
     enc = encode_pairs(tokenizer, pairs)
-    route = _routing_mask(tokenizer, enc, [t for _ in edits for t in templates] + ["{}"] * len(rehearsed))
+    row_templates = [t for _ in edits for t in templates] + ["{}"] * len(rehearsed)
+    route = _routing_mask(tokenizer, enc, row_templates)
     return EditBatch(enc.input_ids, enc.attention_mask, route, enc.answer_mask, enc.answer_spans,
-                     num_edit_rows=len(edits) * len(templates) + len(rehearsed))
+                     num_edit_rows=len(row_templates),
+                     bare_rows=tuple(r for r, t in enumerate(row_templates) if t == "{}"))
 
 
 def build_prompt_batch(tokenizer, prompts: Sequence[str], templates: Sequence[str]) -> TokenBatch:

@@ -13,6 +13,8 @@ number) or (seed, shard number), so two runs of 5 edits equal one run of 10.
 
 from __future__ import annotations
 
+import math
+
 import random
 from collections.abc import Sequence
 
@@ -184,12 +186,14 @@ class WiseMethod(EditingMethod):
 
     def _hyper(self) -> Hyper:
         cfg = self.config
+        clamp = math.inf if cfg.norm_constraint is None else cfg.norm_constraint  # None: no clamp (auto)
         if cfg.preset == "auto":
             s, h2 = self.scale["R"], self.scale["H2"]
             return Hyper(cfg.n_iter, cfg.lr * s * s / h2, cfg.weight_decay, cfg.alpha * s, cfg.beta * s,
-                         cfg.gamma * s, 1.0 / s, cfg.norm_constraint, cfg.early_stop_loss, cfg.early_stop_delta)
+                         cfg.gamma * s, 1.0 / s, clamp, cfg.early_stop_loss, cfg.early_stop_delta,
+                         precondition=cfg.router == "key")
         return Hyper(cfg.n_iter, cfg.lr, cfg.weight_decay, cfg.alpha, cfg.beta, cfg.gamma, 1.0,
-                     cfg.norm_constraint, cfg.early_stop_loss, cfg.early_stop_delta)
+                     clamp, cfg.early_stop_loss, cfg.early_stop_delta, precondition=False)
 
     @torch.no_grad()
     def _module_inputs(self, input_ids, attention_mask, layer_output: dict | None = None) -> torch.Tensor:
@@ -375,11 +379,15 @@ def _resolved(config: WiseConfig, model_config, entries: int) -> WiseConfig:
     else:
         ref = preset_for(model_config).wise
         defaults = {"router": "norm", "key_threshold": 1.0, "pooling": "mean", "act_ratio": ref.act_ratio, "n_iter": ref.n_iter, "lr": 1.0,
-                    "alpha": ref.alpha, "beta": ref.beta, "gamma": ref.gamma, "rehearse": 0, "save_freq": PAPER_SAVE_FREQ}
+                    "alpha": ref.alpha, "beta": ref.beta, "gamma": ref.gamma, "rehearse": 0, "save_freq": PAPER_SAVE_FREQ, "norm_constraint": 1.0}
     values = config.to_dict()
     for key, value in defaults.items():
         if values[key] is None:
             values[key] = value
+    if values["norm_constraint"] is None and values["router"] != "key":
+        # the norm router decides by the memory's response, which an unbounded delta enlarges on every
+        # input (world T = 10 Loc .85 -> .15 without the clamp): the paper's bound stays
+        values["norm_constraint"] = 1.0
     if values["merge_freq"] is None:  # WISE-Retrieve auto: a shard is merged alone, into a memory of its own
         values["merge_freq"] = values["save_freq"] if config.retrieve and config.preset == "auto" else 1000
     return WiseConfig.from_options(values)

@@ -5,8 +5,10 @@ Loss = cross-entropy on the target tokens + the routing margin loss on the per-r
 
     L_a = pos(out - in + gamma) + pos(out - alpha) + pos(beta - in),  pos(v) = mean of v's positive entries
 
-Plain SGD on the delta ``W_side - W_main`` with the shard mask applied to the gradient, the delta
-clamped to +- norm_constraint after every step, early stop when the loss is small and flat.
+SGD on the delta ``W_side - W_main`` (in the auto preset with the key router, the gradient
+preconditioned so that the tokens of an edit's own text learn apart, :mod:`wiseedit.wise.preconditioner`), the shard mask
+applied to the gradient, the delta clamped to +- norm_constraint after every step, early stop when
+the loss is small and flat.
 
 Scale-free units (the "auto" preset): with S the mean norm of the residual stream after the edited
 layer (``R`` of ``WiseMethod._measure_scale``, on the first edit's prompt tokens) and H^2 the mean
@@ -28,6 +30,7 @@ import torch.nn.functional as F
 from wiseedit.methods.training import frozen
 from wiseedit.wise.activation_cache import replay_lower_layers
 from wiseedit.wise.batch import EditBatch
+from wiseedit.wise.preconditioner import InputPreconditioner
 from wiseedit.wise.side_memory import SideMemoryLayer
 from wiseedit.wise.upper_stack import UpperStack
 
@@ -46,6 +49,7 @@ class Hyper:
     norm_constraint: float
     early_stop_loss: float
     early_stop_delta: float
+    precondition: bool     # auto preset, key router: an edit's own tokens learn apart (preconditioner.py)
 
 
 @dataclass
@@ -122,7 +126,8 @@ class ShardTrainer:
                 scores = stack.scores(dx, delta)                               # (B,)
                 return ce + hp.margin_weight * margin_loss(scores, batch.num_edit_rows, hp)
 
-            return self._optimise(step_loss, delta, mask, hp, nullcontext())
+            precondition = self._preconditioner(stack.rec.h, batch) if hp.precondition else None
+            return self._optimise(step_loss, delta, mask, hp, nullcontext(), precondition)
         captured: dict[str, torch.Tensor] = {}
         hook = self.layer.register_forward_pre_hook(lambda mod, args: captured.__setitem__("h", args[0]))
 
@@ -138,15 +143,26 @@ class ShardTrainer:
             scores = self.layer.scores(self.layer.delta_out(captured["h"], delta), delta, batch.prompt_mask)
             return ce + hp.margin_weight * margin_loss(scores, batch.num_edit_rows, hp)
 
+        precondition = None
+        if hp.precondition:
+            forward_once()  # the module's input, which its delta does not change
+            precondition = self._preconditioner(captured["h"], batch)
         replay = (replay_lower_layers(self.decoder_layers, self.layer_index, forward_once)
                   if cached else nullcontext())
         try:
-            return self._optimise(step_loss, delta, mask, hp, replay)
+            return self._optimise(step_loss, delta, mask, hp, replay, precondition)
         finally:
             hook.remove()
 
+    @staticmethod
+    def _preconditioner(h: torch.Tensor, batch: EditBatch) -> InputPreconditioner:
+        """The preconditioner of the module's inputs `h` (B, T, in) at the real tokens of the batch's
+        bare rows (the edits' own texts)."""
+        rows = torch.tensor(batch.bare_rows, dtype=torch.long, device=h.device)
+        return InputPreconditioner(h[rows][batch.attention_mask.to(h.device)[rows].bool()])
+
     def _optimise(self, step_loss, delta: torch.nn.Parameter, mask: torch.Tensor, hp: Hyper,
-                  context) -> ShardUpdate:
+                  context, precondition=None) -> ShardUpdate:
         """SGD on `delta` with the shard mask on its gradient, the clamp, and the early stop.
 
         The update is torch.optim.SGD's (no momentum: ``p -= lr * (g + weight_decay * p)``, the same
@@ -159,11 +175,13 @@ class ShardTrainer:
                 delta.grad = None
                 loss.backward()
                 with torch.no_grad():
-                    grad = delta.grad.mul_(mask)
+                    grad = delta.grad if precondition is None else precondition(delta.grad)
+                    grad = grad.mul_(mask)
                     if hp.weight_decay:
                         grad.add_(delta, alpha=hp.weight_decay)
                     delta.add_(grad, alpha=-hp.lr)
-                    delta.clamp_(-hp.norm_constraint, hp.norm_constraint)
+                    if hp.norm_constraint != float("inf"):
+                        delta.clamp_(-hp.norm_constraint, hp.norm_constraint)
                 loss_value = loss.item()
                 if prev is not None and abs(loss_value - prev) <= hp.early_stop_delta \
                         and loss_value <= hp.early_stop_loss:
