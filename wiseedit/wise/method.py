@@ -233,7 +233,7 @@ class WiseMethod(EditingMethod):
         (:mod:`wiseedit.wise.key_threshold`), kept in the config that the delta saves."""
         device = self.model.get_input_embeddings().weight.device
         enc = build_prompt_batch(self.tokenizer, list(default_pool()), ["{}"])
-        h = self._module_inputs(enc.input_ids.to(device), enc.attention_mask.to(device))
+        h = self._unpadded_inputs(enc.input_ids.to(device), enc.attention_mask.to(device))
         tokens = enc.prompt_mask.to(h.device).bool()                         # (B, T)
         self.layer.center = h[tokens].float().mean(0)
         if self.config.key_threshold is None:
@@ -243,6 +243,20 @@ class WiseMethod(EditingMethod):
             similarity = context_similarity(self.layer.key_of(h[tokens]), ids[tokens], previous[tokens],
                                             texts[tokens])
             self.config.key_threshold = self.layer.key_threshold = auto_key_threshold(similarity)
+
+    def _unpadded_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows: int = 16) -> torch.Tensor:
+        """:meth:`_module_inputs` of a right-padded batch (B, T), run in chunks of `rows` rows of
+        similar length, each cut to its longest row (the neutral pool's texts are 17-47 tokens: 42%
+        less padding); zero at the padding."""
+        lengths = attention_mask.sum(1)                                       # (B,)
+        h = None
+        for chunk in lengths.argsort(stable=True).split(rows):
+            width = int(lengths[chunk].max())
+            part = self._module_inputs(input_ids[chunk, :width], attention_mask[chunk, :width])  # (b, w, in)
+            if h is None:
+                h = part.new_zeros((*input_ids.shape, part.shape[-1]))
+            h[chunk.to(h.device), :width] = part
+        return h
 
     # -- merging ------------------------------------------------------------------------------------
 
