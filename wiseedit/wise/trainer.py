@@ -180,7 +180,7 @@ class ShardTrainer:
         products: dict[str, torch.Tensor] = {}
 
         def step_loss() -> torch.Tensor:
-            d = products["d"] = (inputs @ delta.detach().t()).requires_grad_()  # (M', out)
+            d = products["d"] = self._input_products(inputs, delta)            # (M', out)
             dx, center_out = d[:dx_rows], (d[dx_rows] if len(d) > dx_rows else None)
             logits = head(stack.final_hidden(delta, dx))                       # (N, V)
             ce = F.cross_entropy(logits.float(), targets)
@@ -189,6 +189,10 @@ class ShardTrainer:
 
         return self._optimise(step_loss, delta, mask, hp, nullcontext(),
                               lambda: torch.mm(products["d"].grad.t(), lifted, out=buffer))
+
+    def _input_products(self, inputs: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """``inputs @ delta^T`` (M', out), the leaf the step's autograd stops at."""
+        return (inputs @ delta.detach().t()).requires_grad_()
 
     @staticmethod
     def _autograd(delta: torch.nn.Parameter, precondition: InputPreconditioner | None):
