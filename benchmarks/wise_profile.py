@@ -36,9 +36,11 @@ else:
 PARTS = [
     (wise_method.WiseMethod, "_min_score", "keys + thresholds"), (wise_method.WiseMethod, "_keys", "keys + thresholds"),
     (wise_method.WiseMethod, "_measure_scale", "scale (1st edit)"),
-    (wise_method.WiseMethod, "_measure_center", "centre (1st edit)"), (wise_method, "build_batch", "batch"),
+    (wise_method.WiseMethod, "_measure_center", "centre, key threshold (1st edit)"),
+    (wise_method.WiseMethod, "_measure_pool", "centre, key threshold (1st edit)"), (wise_method, "build_batch", "batch"),
     (upper_stack.UpperStack, "verified", "record + check"), (upper_stack, "record_upper", "record"),
     (upper_stack.UpperStack, "extra_out", "step: side product dx"),
+    (trainer.ShardTrainer, "_input_products", "step: side product dx"),
     (upper_stack.UpperStack, "final_hidden", "step: layers above"),
     (upper_stack.UpperStack, "scores", "step: routing score"), (trainer, "margin_loss", "step: margin loss"),
     (trainer.ShardTrainer, "_optimise", "steps"), (wise_method.WiseMethod, "apply", "apply"),
@@ -46,7 +48,7 @@ PARTS = [
 ] + PARTS_EXTRA
 STEP_ROWS = ["step: side product dx", "step: layers above", "step: routing score", "step: margin loss",
              "step: head, loss, update", "step: backward"]
-EDIT_ROWS = ["record", "check (1st edit)", "centre (1st edit)", "scale (1st edit)", "keys + thresholds", "batch",
+EDIT_ROWS = ["record", "check (1st edit)", "centre, key threshold (1st edit)", "scale (1st edit)", "keys + thresholds", "batch",
              "other per edit"]
 
 
@@ -129,9 +131,9 @@ def main() -> None:
     print(f"apply {table['apply'] / n * 1000:.1f} ms/edit; one step {table['steps'] / steps * 1000:.3f} ms "
           f"({100 * table['steps'] / table['apply']:.0f}% of the edit)")
     for row in STEP_ROWS:
-        print(f"  {row:<28}{table.get(row, 0) / steps * 1000:8.3f} ms/step {100 * table.get(row, 0) / table['apply']:5.1f}%")
+        print(f"  {row:<34}{table.get(row, 0) / steps * 1000:8.3f} ms/step {100 * table.get(row, 0) / table['apply']:5.1f}%")
     for row in EDIT_ROWS:
-        print(f"  {row:<28}{table.get(row, 0) / n * 1000:8.2f} ms/edit {100 * table.get(row, 0) / table['apply']:5.1f}%")
+        print(f"  {row:<34}{table.get(row, 0) / n * 1000:8.2f} ms/edit {100 * table.get(row, 0) / table['apply']:5.1f}%")
     if args.ops:
         print(top_ops(model, tok, edits, args.n_iter, args.ops))
 

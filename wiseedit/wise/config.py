@@ -102,6 +102,30 @@ def shard_edits(mask_ratio: float, entries: int) -> int:
     return max(1, min(PAPER_SAVE_FREQ, round(mask_ratio * entries / ENTRIES_PER_EDIT)))
 
 
+def resolved(config: WiseConfig, model_config, entries: int) -> WiseConfig:
+    """`config` with the fields left None filled from its preset, for a model of `model_config` whose
+    edited matrix has `entries` entries."""
+    from wiseedit.models.presets import preset_for  # here: the CLI checks options before torch is imported
+
+    if config.preset == "auto":
+        defaults = {**AUTO_DEFAULTS, "save_freq": shard_edits(config.mask_ratio, entries)}
+    else:
+        ref = preset_for(model_config).wise
+        defaults = {"router": "norm", "key_threshold": 1.0, "pooling": "mean", "act_ratio": ref.act_ratio, "n_iter": ref.n_iter, "lr": 1.0,
+                    "alpha": ref.alpha, "beta": ref.beta, "gamma": ref.gamma, "rehearse": 0, "save_freq": PAPER_SAVE_FREQ, "norm_constraint": 1.0}
+    values = config.to_dict()
+    for key, value in defaults.items():
+        if values[key] is None:
+            values[key] = value
+    if values["norm_constraint"] is None and values["router"] != "key":
+        # the norm router decides by the memory's response, which an unbounded delta enlarges on every
+        # input (world T = 10 Loc .85 -> .15 without the clamp): the paper's bound stays
+        values["norm_constraint"] = 1.0
+    if values["merge_freq"] is None:  # WISE-Retrieve auto: a shard is merged alone, into a memory of its own
+        values["merge_freq"] = values["save_freq"] if config.retrieve and config.preset == "auto" else 1000
+    return WiseConfig.from_options(values)
+
+
 # -- checks of the fields, before any model is loaded ------------------------------------------------
 
 #: Whole-number fields and their lowest value (None: any whole number).

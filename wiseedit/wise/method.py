@@ -23,10 +23,10 @@ import torch
 from wiseedit.edits.record import EditRecord
 from wiseedit.methods.base import EditingMethod, MethodState, ProgressFn
 from wiseedit.models.modules import get_weight_module, set_module
-from wiseedit.models.presets import edited_module_path, preset_for
+from wiseedit.models.presets import edited_module_path
 from wiseedit.wise.activation_cache import decoder_layers_of
 from wiseedit.wise.batch import build_batch, build_prompt_batch
-from wiseedit.wise.config import AUTO_DEFAULTS, PAPER_SAVE_FREQ, WiseConfig, shard_edits
+from wiseedit.wise.config import WiseConfig, resolved
 from wiseedit.data.irrelevant import default_pool
 from wiseedit.wise.irrelevant import irrelevant_row
 from wiseedit.wise.key_threshold import auto_key_threshold, context_similarity
@@ -82,7 +82,7 @@ class WiseMethod(EditingMethod):
         module_path = edited_module_path(model.config, layer=config.layer, module=config.module)
         templates = generate_templates(model, tokenizer, config.num_templates)
         entries = get_weight_module(model, module_path).weight.numel()
-        return cls(model, tokenizer, _resolved(config, model.config, entries), module_path, templates)
+        return cls(model, tokenizer, resolved(config, model.config, entries), module_path, templates)
 
     @classmethod
     def restore(cls, model, tokenizer, state: MethodState) -> WiseMethod:
@@ -233,7 +233,7 @@ class WiseMethod(EditingMethod):
         (:mod:`wiseedit.wise.key_threshold`), kept in the config that the delta saves."""
         device = self.model.get_input_embeddings().weight.device
         enc = build_prompt_batch(self.tokenizer, list(default_pool()), ["{}"])
-        h = self._module_inputs(enc.input_ids.to(device), enc.attention_mask.to(device))
+        h = self._unpadded_inputs(enc.input_ids.to(device), enc.attention_mask.to(device))
         tokens = enc.prompt_mask.to(h.device).bool()                         # (B, T)
         self.layer.center = h[tokens].float().mean(0)
         if self.config.key_threshold is None:
@@ -243,6 +243,20 @@ class WiseMethod(EditingMethod):
             similarity = context_similarity(self.layer.key_of(h[tokens]), ids[tokens], previous[tokens],
                                             texts[tokens])
             self.config.key_threshold = self.layer.key_threshold = auto_key_threshold(similarity)
+
+    def _unpadded_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows: int = 16) -> torch.Tensor:
+        """:meth:`_module_inputs` of a right-padded batch (B, T), run in chunks of `rows` rows of
+        similar length, each cut to its longest row (the neutral pool's texts are 17-47 tokens: 42%
+        less padding); zero at the padding."""
+        lengths = attention_mask.sum(1)                                       # (B,)
+        h = None
+        for chunk in lengths.argsort(stable=True).split(rows):
+            width = int(lengths[chunk].max())
+            part = self._module_inputs(input_ids[chunk, :width], attention_mask[chunk, :width])  # (b, w, in)
+            if h is None:
+                h = part.new_zeros((*input_ids.shape, part.shape[-1]))
+            h[chunk.to(h.device), :width] = part
+        return h
 
     # -- merging ------------------------------------------------------------------------------------
 
@@ -371,23 +385,3 @@ def _rows(first: torch.Tensor | None, more: torch.Tensor | None) -> torch.Tensor
         return more if first is None else first
     return torch.cat([first, more.to(first.device)])
 
-
-def _resolved(config: WiseConfig, model_config, entries: int) -> WiseConfig:
-    """Fill the fields left None from the chosen preset; `entries`: the edited matrix's size."""
-    if config.preset == "auto":
-        defaults = {**AUTO_DEFAULTS, "save_freq": shard_edits(config.mask_ratio, entries)}
-    else:
-        ref = preset_for(model_config).wise
-        defaults = {"router": "norm", "key_threshold": 1.0, "pooling": "mean", "act_ratio": ref.act_ratio, "n_iter": ref.n_iter, "lr": 1.0,
-                    "alpha": ref.alpha, "beta": ref.beta, "gamma": ref.gamma, "rehearse": 0, "save_freq": PAPER_SAVE_FREQ, "norm_constraint": 1.0}
-    values = config.to_dict()
-    for key, value in defaults.items():
-        if values[key] is None:
-            values[key] = value
-    if values["norm_constraint"] is None and values["router"] != "key":
-        # the norm router decides by the memory's response, which an unbounded delta enlarges on every
-        # input (world T = 10 Loc .85 -> .15 without the clamp): the paper's bound stays
-        values["norm_constraint"] = 1.0
-    if values["merge_freq"] is None:  # WISE-Retrieve auto: a shard is merged alone, into a memory of its own
-        values["merge_freq"] = values["save_freq"] if config.retrieve and config.preset == "auto" else 1000
-    return WiseConfig.from_options(values)

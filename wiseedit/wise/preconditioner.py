@@ -43,5 +43,10 @@ class InputPreconditioner:
         self.extra = (v * ((gain - 1) / safe)) @ (v.t() @ x)       # V diag((gain-1)/k) V^T X_b (M, in)
 
     def __call__(self, grad: torch.Tensor) -> torch.Tensor:
-        """(out, in) gradient -> preconditioned gradient (out, in)."""
-        return grad + (grad @ self.x_over_h2.t()) @ self.extra
+        """(out, in) gradient -> preconditioned gradient (out, in), in place."""
+        return grad.addmm_(grad @ self.x_over_h2.t(), self.extra)
+
+    def lift(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Inputs X (M, in) -> X A (M, in), A the map's matrix: ``P^T (X A)`` is the preconditioned
+        gradient of a loss whose gradient is ``P^T X`` (one product per step, none added)."""
+        return inputs + (inputs @ self.x_over_h2.t()) @ self.extra

@@ -87,18 +87,22 @@ class SideMemoryLayer(nn.Module):
         """(W_side - W_main) x for inputs x (..., in), computed in float32 -> (..., out) float32."""
         return x.to(delta.dtype) @ delta.t()
 
-    def scores(self, delta_out: torch.Tensor, delta: torch.Tensor, token_mask: torch.Tensor | None) -> torch.Tensor:
-        """Per-row routing scores (B,) from ``delta_out = delta_out(x, delta)`` (B, T, out)."""
-        if self.center is not None:
-            delta_out = delta_out - self.delta_out(self.center, delta)
-        return routing_scores(delta_out, token_mask, self.pooling)
+    def scores(self, delta_out: torch.Tensor, delta: torch.Tensor, token_mask: torch.Tensor | None,
+               center_out: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-row routing scores (B,) from ``delta_out = delta_out(x, delta)`` (B, T, out).
+        `center_out`: ``delta_out(center, delta)`` (out,) where the caller computed it already."""
+        return routing_scores(self._centred(delta_out, delta, center_out), token_mask, self.pooling)
 
-    def distances(self, delta_out: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    def distances(self, delta_out: torch.Tensor, delta: torch.Tensor,
+                  center_out: torch.Tensor | None = None) -> torch.Tensor:
         """The per-position distance d_t of the module docstring (...,) from ``delta_out`` (..., out):
         what :meth:`scores` pools, for callers that need it at a few positions only."""
-        if self.center is not None:
-            delta_out = delta_out - self.delta_out(self.center, delta)
-        return delta_out.float().norm(dim=-1)
+        return self._centred(delta_out, delta, center_out).float().norm(dim=-1)
+
+    def _centred(self, delta_out: torch.Tensor, delta: torch.Tensor, center_out: torch.Tensor | None):
+        if self.center is None:
+            return delta_out
+        return delta_out - (self.delta_out(self.center, delta) if center_out is None else center_out)
 
     def key_of(self, x: torch.Tensor) -> torch.Tensor:
         """Unit-length centred inputs (..., in) float32: what the key router compares."""

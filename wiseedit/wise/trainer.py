@@ -118,6 +118,9 @@ class ShardTrainer:
         if stack is not None:
             head = self.model.get_output_embeddings()
             targets = batch.labels[rows, cols].to(head.weight.device)          # (N,)
+            precondition = self._preconditioner(stack.rec.h, batch) if hp.precondition else None
+            if stack.shortcut:
+                return self._optimise_through_inputs(stack, head, targets, batch, delta, mask, hp, precondition)
 
             def step_loss() -> torch.Tensor:
                 dx = stack.extra_out(delta)                                    # (M, out), once per step
@@ -126,8 +129,7 @@ class ShardTrainer:
                 scores = stack.scores(dx, delta)                               # (B,)
                 return ce + hp.margin_weight * margin_loss(scores, batch.num_edit_rows, hp)
 
-            precondition = self._preconditioner(stack.rec.h, batch) if hp.precondition else None
-            return self._optimise(step_loss, delta, mask, hp, nullcontext(), precondition)
+            return self._optimise(step_loss, delta, mask, hp, nullcontext(), self._autograd(delta, precondition))
         captured: dict[str, torch.Tensor] = {}
         hook = self.layer.register_forward_pre_hook(lambda mod, args: captured.__setitem__("h", args[0]))
 
@@ -150,7 +152,7 @@ class ShardTrainer:
         replay = (replay_lower_layers(self.decoder_layers, self.layer_index, forward_once)
                   if cached else nullcontext())
         try:
-            return self._optimise(step_loss, delta, mask, hp, replay, precondition)
+            return self._optimise(step_loss, delta, mask, hp, replay, self._autograd(delta, precondition))
         finally:
             hook.remove()
 
@@ -161,8 +163,44 @@ class ShardTrainer:
         rows = torch.tensor(batch.bare_rows, dtype=torch.long, device=h.device)
         return InputPreconditioner(h[rows][batch.attention_mask.to(h.device)[rows].bool()])
 
+    def _optimise_through_inputs(self, stack: UpperStack, head, targets: torch.Tensor, batch: EditBatch,
+                                 delta: torch.nn.Parameter, mask: torch.Tensor, hp: Hyper,
+                                 precondition: InputPreconditioner | None) -> ShardUpdate:
+        """The fast path when the delta reaches the loss only through its products with fixed inputs
+        X (M', in): the M tokens of ``dx`` and the centre. Per step ``D = X delta^T`` (M', out) is the
+        leaf autograd differentiates, and the delta's gradient is ``P^T X`` with P = dL/dD: one product
+        into a buffer kept across steps (no (out, in) tensor allocated per step, nor a second product
+        for the centre), with the preconditioner folded into X once per edit (``P^T (X A)``)."""
+        dx_rows = len(stack.h_tokens)
+        inputs = stack.h_tokens                                                # (M, in)
+        if self.layer.center is not None:
+            inputs = torch.cat([inputs, self.layer.center[None].float().to(inputs.device)])  # (M + 1, in)
+        lifted = inputs if precondition is None else precondition.lift(inputs)
+        buffer = torch.empty_like(delta)
+        products: dict[str, torch.Tensor] = {}
+
+        def step_loss() -> torch.Tensor:
+            d = products["d"] = self._input_products(inputs, delta)            # (M', out)
+            dx, center_out = d[:dx_rows], (d[dx_rows] if len(d) > dx_rows else None)
+            logits = head(stack.final_hidden(delta, dx))                       # (N, V)
+            ce = F.cross_entropy(logits.float(), targets)
+            scores = stack.scores(dx, delta, center_out)                       # (B,)
+            return ce + hp.margin_weight * margin_loss(scores, batch.num_edit_rows, hp)
+
+        return self._optimise(step_loss, delta, mask, hp, nullcontext(),
+                              lambda: torch.mm(products["d"].grad.t(), lifted, out=buffer))
+
+    def _input_products(self, inputs: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """``inputs @ delta^T`` (M', out), the leaf the step's autograd stops at."""
+        return (inputs @ delta.detach().t()).requires_grad_()
+
+    @staticmethod
+    def _autograd(delta: torch.nn.Parameter, precondition: InputPreconditioner | None):
+        """The delta's gradient as autograd left it, preconditioned in place where asked."""
+        return (lambda: delta.grad) if precondition is None else (lambda: precondition(delta.grad))
+
     def _optimise(self, step_loss, delta: torch.nn.Parameter, mask: torch.Tensor, hp: Hyper,
-                  context, precondition=None) -> ShardUpdate:
+                  context, gradient) -> ShardUpdate:
         """SGD on `delta` with the shard mask on its gradient, the clamp, and the early stop.
 
         The update is torch.optim.SGD's (no momentum: ``p -= lr * (g + weight_decay * p)``, the same
@@ -175,8 +213,7 @@ class ShardTrainer:
                 delta.grad = None
                 loss.backward()
                 with torch.no_grad():
-                    grad = delta.grad if precondition is None else precondition(delta.grad)
-                    grad = grad.mul_(mask)
+                    grad = gradient().mul_(mask)
                     if hp.weight_decay:
                         grad.add_(delta, alpha=hp.weight_decay)
                     delta.add_(grad, alpha=-hp.lr)

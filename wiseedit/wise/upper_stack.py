@@ -146,11 +146,12 @@ class UpperStack:
         B, T = self.rec.h.shape[:2]
         return dx.new_zeros((B * T, dx.shape[-1])).index_copy_(0, self.token_index, dx).view(B, T, -1)
 
-    def scores(self, dx: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-        """The side memory's routing scores (B,) of the batch's rows from packed `dx`."""
+    def scores(self, dx: torch.Tensor, delta: torch.Tensor, center_out: torch.Tensor | None = None) -> torch.Tensor:
+        """The side memory's routing scores (B,) of the batch's rows from packed `dx` (and the
+        delta's output on the centre, when computed with it)."""
         if self.side.pooling == "last":  # one position per row
-            return self.side.distances(dx.index_select(0, self.last_index), delta) * self.has_routing
-        return self.side.scores(self.unpacked(dx), delta, self.routing)
+            return self.side.distances(dx.index_select(0, self.last_index), delta, center_out) * self.has_routing
+        return self.side.scores(self.unpacked(dx), delta, self.routing, center_out)
 
     def final_hidden(self, delta: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
         """(N, d) after the final norm; dx = :meth:`extra_out` of `delta` (M, out)."""
