@@ -49,4 +49,4 @@ class InputPreconditioner:
     def lift(self, inputs: torch.Tensor) -> torch.Tensor:
         """Inputs X (M, in) -> X A (M, in), A the map's matrix: ``P^T (X A)`` is the preconditioned
         gradient of a loss whose gradient is ``P^T X`` (one product per step, none added)."""
-        return inputs + (inputs @ self.x_over_h2.t()) @ self.extra
+        return self(inputs.clone())

@@ -6,9 +6,9 @@ Loss = cross-entropy on the target tokens + the routing margin loss on the per-r
     L_a = pos(out - in + gamma) + pos(out - alpha) + pos(beta - in),  pos(v) = mean of v's positive entries
 
 SGD on the delta ``W_side - W_main`` (in the auto preset with the key router, the gradient
-preconditioned so that the tokens of an edit's own text learn apart, :mod:`wiseedit.wise.preconditioner`), the shard mask
-applied to the gradient, the delta clamped to +- norm_constraint after every step, early stop when
-the loss is small and flat.
+preconditioned so that the tokens of an edit's own text learn apart: :mod:`wiseedit.wise.preconditioner`),
+the shard mask applied to the gradient, the delta clamped to +- norm_constraint after every step,
+early stop when the loss is small and flat.
 
 Scale-free units (the "auto" preset): with S the mean norm of the residual stream after the edited
 layer (``R`` of ``WiseMethod._measure_scale``, on the first edit's prompt tokens) and H^2 the mean
